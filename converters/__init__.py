@@ -1,0 +1,1 @@
+"""Source converters, one module per source; each registers itself with @register."""

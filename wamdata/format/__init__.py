@@ -1,0 +1,1 @@
+"""The on-disk dataset format v1: layout, writer, reader, video."""

@@ -1,0 +1,211 @@
+"""Video in the dataset: encode, stream-copy, probe and decode, through one decoder interface.
+
+Frame ``i`` of a camera belongs to step ``i``: alignment is by integer frame index (pts = i in a
+1/fps time base), never by accumulated float time.
+
+Decoding goes through :class:`VideoDecoder`. The default backend is PyAV (single-threaded PyAV beat
+decord 0.6 at 480p in our benchmark, decord cannot read AV1 and leaks memory); ``decord`` is the other
+backend, and falls back to PyAV for streams it cannot read.
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+from typing import Iterable, Iterator, Protocol
+
+import numpy as np
+
+from wamdata.errors import FormatError
+
+CODECS = {"h264": "libx264", "av1": "libsvtav1"}
+COPYABLE = ("h264", "hevc", "av1")
+# Default quality: visually lossless for training (PSNR well above 35 dB on natural frames).
+DEFAULT_CRF = {"h264": 18, "av1": 30}
+DEFAULT_GOP = 30
+
+
+def _rate(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(1001)
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """Resize to (width, height) with area interpolation (the right filter for downscaling)."""
+    if size is None or (frame.shape[1], frame.shape[0]) == tuple(size):
+        return frame
+    import cv2
+
+    return cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA)
+
+
+def encode_video(
+    frames: Iterable[np.ndarray],
+    fps: float,
+    codec: str = "h264",
+    crf: int | None = None,
+    size: tuple[int, int] | None = None,
+    gop: int = DEFAULT_GOP,
+) -> tuple[bytes, int, tuple[int, int]]:
+    """Encode RGB uint8 frames to an MP4 in memory. Returns (bytes, frame count, (width, height)).
+
+    Odd sizes are padded to even by the encoder's requirement (yuv420p), so we round the target size
+    down to even and resize once.
+    """
+    import av
+
+    if codec not in CODECS:
+        raise FormatError(f"unknown video codec {codec!r}; known: {', '.join(CODECS)} (or 'copy')")
+    buf = io.BytesIO()
+    n = 0
+    wh = None
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = None
+        for frame in frames:
+            if stream is None:
+                w, h = size if size is not None else (frame.shape[1], frame.shape[0])
+                wh = (w - w % 2, h - h % 2)
+                stream = out.add_stream(CODECS[codec], rate=_rate(fps))
+                stream.width, stream.height = wh
+                stream.pix_fmt = "yuv420p"
+                stream.time_base = Fraction(1, 1) / _rate(fps)
+                stream.codec_context.gop_size = gop
+                q = crf if crf is not None else DEFAULT_CRF[codec]
+                if codec == "h264":
+                    stream.options = {"crf": str(q), "preset": "veryfast", "bf": "0"}
+                else:
+                    stream.options = {"crf": str(q), "preset": "10"}
+            frame = resize_frame(np.ascontiguousarray(frame), wh)
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            vf.pts = n
+            out.mux(stream.encode(vf))
+            n += 1
+        if stream is None:
+            raise FormatError("cannot encode a video with no frames")
+        out.mux(stream.encode())
+    return buf.getvalue(), n, wh
+
+
+def probe(source) -> dict:
+    """Codec, frame count, width, height and fps of the first video stream of a file or bytes.
+
+    The frame count is counted from packets, since container headers are often missing or wrong.
+    """
+    import av
+
+    src = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with av.open(src) as c:
+            s = c.streams.video[0]
+            n = sum(1 for p in c.demux(s) if p.size > 0)
+            fps = float(s.average_rate) if s.average_rate else None
+            return {"codec": s.codec_context.name, "frames": n, "width": s.codec_context.width,
+                    "height": s.codec_context.height, "fps": fps}
+    except (av.error.FFmpegError, IndexError) as e:
+        raise FormatError(f"{source if isinstance(source, str) else '<bytes>'}: not a readable video ({e})") from e
+
+
+def stream_copy(path: str, fps: float, max_frames: int | None = None) -> tuple[bytes, int]:
+    """Remux the video stream of ``path`` into an MP4 without re-encoding; pts are rewritten to frame
+    indices so frame i is step i. Returns (bytes, frames copied)."""
+    import av
+
+    buf = io.BytesIO()
+    n = 0
+    with av.open(path) as src, av.open(buf, mode="w", format="mp4") as out:
+        ins = src.streams.video[0]
+        outs = out.add_stream_from_template(ins)
+        outs.time_base = Fraction(1, 1) / _rate(fps)
+        for packet in src.demux(ins):
+            if packet.size == 0:
+                continue
+            if max_frames is not None and n >= max_frames:
+                break
+            packet.stream = outs
+            packet.pts = packet.dts = None
+            packet.pts = n
+            packet.dts = n
+            packet.time_base = outs.time_base
+            packet.duration = 1
+            out.mux(packet)
+            n += 1
+    return buf.getvalue(), n
+
+
+class VideoDecoder(Protocol):
+    """Decode frames [start, stop) of an encoded video (bytes or path) to uint8 RGB (n, H, W, 3)."""
+
+    name: str
+
+    def decode(self, source, start: int = 0, stop: int | None = None) -> np.ndarray: ...
+
+    def iter_frames(self, source, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]: ...
+
+
+class PyAVDecoder:
+    """Sequential decode with PyAV; frames before ``start`` are decoded and dropped (no seek), which
+    for our short GOPs is cheaper than a seek per call and exact by construction."""
+
+    name = "pyav"
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+
+    def iter_frames(self, source, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        import av
+
+        src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        with av.open(src) as c:
+            s = c.streams.video[0]
+            if self.threads > 1:
+                s.thread_type = "AUTO"
+                s.codec_context.thread_count = self.threads
+            for i, frame in enumerate(c.decode(s)):
+                if stop is not None and i >= stop:
+                    break
+                if i >= start:
+                    yield frame.to_ndarray(format="rgb24")
+
+    def decode(self, source, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return _stack(list(self.iter_frames(source, start, stop)))
+
+
+class DecordDecoder:
+    """decord backend (batch random access). decord 0.6 cannot read AV1: those fall back to PyAV."""
+
+    name = "decord"
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+        self._fallback = PyAVDecoder(threads)
+
+    def decode(self, source, start: int = 0, stop: int | None = None) -> np.ndarray:
+        import decord
+
+        src = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        try:
+            vr = decord.VideoReader(src, num_threads=self.threads)
+        except decord.DECORDError:
+            return self._fallback.decode(source, start, stop)
+        stop = len(vr) if stop is None else min(stop, len(vr))
+        if stop <= start:
+            return np.zeros((0,), np.uint8)
+        return vr.get_batch(list(range(start, stop))).asnumpy()
+
+    def iter_frames(self, source, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+        yield from self.decode(source, start, stop)
+
+
+DECODERS = {"pyav": PyAVDecoder, "decord": DecordDecoder}
+DEFAULT_DECODER = "pyav"
+
+
+def get_decoder(name: str = DEFAULT_DECODER, threads: int = 1) -> VideoDecoder:
+    if name not in DECODERS:
+        raise FormatError(f"unknown video decoder {name!r}; known: {', '.join(DECODERS)}")
+    return DECODERS[name](threads=threads)
+
+
+def _stack(frames: list[np.ndarray]) -> np.ndarray:
+    if not frames:
+        return np.zeros((0, 0, 0, 3), np.uint8)
+    return np.stack(frames)

@@ -1,0 +1,145 @@
+"""The converter interface: Converter, SourceItem, SourceError and the registry.
+
+A converter is the only place that knows a source format. It is small and pure::
+
+    @register("droid")
+    class DroidRaw(Converter):
+        family = "teleop"
+        @dataclass
+        class Options:                      # typed `--option key=value` fields
+            annotations: str | None = None
+        def discover(self, root): ...       # cheap, deterministic (sorted) SourceItems
+        def read(self, item): ...           # one item -> one Episode (or a list of them)
+
+Converters plug in with ``@register`` and are found through the ``wamdata.converters`` entry-point
+group, so the core never imports a converter by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Iterator
+
+from wamdata.errors import ConfigError, SourceError
+from wamdata.schema import Episode
+
+__all__ = ["Converter", "SourceItem", "SourceError", "register", "get_converter", "converter_names"]
+
+ENTRY_POINT_GROUP = "wamdata.converters"
+
+_REGISTRY: dict[str, type["Converter"]] = {}
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One unit of source input: ``id`` is unique, deterministic and stable across runs (it is what a
+    resumed job skips); ``path`` is the file or folder to read; ``index`` selects a record inside it."""
+
+    id: str
+    path: str
+    index: int | None = None
+    info: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class Converter:
+    """Base class of every source converter. Subclasses set ``name`` (via @register), ``family`` and
+    optionally an ``Options`` dataclass whose typed fields are the converter's ``--option``s."""
+
+    name: str = ""
+    family: str = ""
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, **options: Any):
+        self.options = parse_options(self.Options, options, self.name)
+
+    def discover(self, root: str) -> Iterator[SourceItem]:
+        raise NotImplementedError
+
+    def read(self, item: SourceItem) -> Episode | list[Episode]:
+        raise NotImplementedError
+
+    @classmethod
+    def describe_options(cls) -> list[tuple[str, str, Any]]:
+        """(name, type, default) of each option, for ``wamdata sources``."""
+        hints = typing.get_type_hints(cls.Options)
+        out = []
+        for f in dataclasses.fields(cls.Options):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            out.append((f.name, _type_name(hints[f.name]), default))
+        return out
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp, key: str, converter: str):
+    if not isinstance(value, str):
+        return value
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    target = args[0] if args else tp
+    if value.lower() in ("none", "null") and type(None) in typing.get_args(tp):
+        return None
+    try:
+        if target is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if target in (int, float):
+            return target(value)
+    except ValueError:
+        raise ConfigError(f"{converter}: option {key}={value!r} is not a valid {_type_name(target)}") from None
+    return value
+
+
+def parse_options(options_cls, given: dict[str, Any], converter: str):
+    """Typed options from ``key=value`` strings; an unknown key lists the known ones."""
+    hints = typing.get_type_hints(options_cls)
+    known = {f.name for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ConfigError(
+            f"{converter}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known)) or 'none'}"
+        )
+    return options_cls(**{k: _coerce(v, hints[k], k, converter) for k, v in given.items()})
+
+
+def register(name: str):
+    """Class decorator: make a Converter available as ``--source NAME``."""
+
+    def wrap(cls: type[Converter]) -> type[Converter]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ConfigError(f"converter {name!r} registered twice ({_REGISTRY[name]} and {cls})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            cls = ep.load()
+            _REGISTRY.setdefault(ep.name, cls)
+
+
+def converter_names() -> list[str]:
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def get_converter(name: str) -> type[Converter]:
+    if name not in _REGISTRY:
+        _load_entry_points()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown source {name!r}; known: {', '.join(converter_names())}")
+    return _REGISTRY[name]
