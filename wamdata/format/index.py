@@ -1,0 +1,216 @@
+"""The commit protocol: shards, partial indexes, failures, and the finished index + wamdata.json.
+
+A unit's shards are renamed from their temporary names to ``shards/shard-NNNNNN.tar``; each shard's
+index rows are then written as ``_index/shard-NNNNNN.parquet`` — the shard's done marker. A shard with
+no done marker is partial and is discarded on the next open. Failures go to ``_index/*.failures.jsonl``.
+:meth:`DatasetIndex.finalize` merges the parts into ``episodes.parquet``, ``failures.jsonl`` and
+``wamdata.json``, each written under a temporary name and renamed, so readers never see a half index.
+Per-commit cost is proportional to the unit, not to the dataset, so this holds at 100k episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from wamdata import __version__
+from wamdata.errors import FormatError
+from wamdata.format import layout
+from wamdata.format.writer import UnitResult
+
+log = logging.getLogger(__name__)
+
+PARTS_DIR = "_index"
+
+INDEX_SCHEMA = pa.schema([
+    ("episode_id", pa.string()),
+    ("key", pa.string()),
+    ("shard", pa.string()),
+    ("offset", pa.int64()),
+    ("size", pa.int64()),
+    ("source", pa.string()),
+    ("family", pa.string()),
+    ("embodiment", pa.string()),
+    ("task", pa.string()),
+    ("tasks", pa.list_(pa.string())),
+    ("success", pa.bool_()),
+    ("num_steps", pa.int64()),
+    ("duration_s", pa.float64()),
+    ("fps", pa.float64()),
+    ("cameras", pa.list_(pa.string())),
+    ("action_space", pa.string()),
+    ("split", pa.string()),
+    ("source_item", pa.string()),
+    ("metadata", pa.string()),
+])
+
+
+def _write_atomic(fs, path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def _table_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+class DatasetIndex:
+    """The writing side of one dataset directory, owned by the job's driver (a single writer)."""
+
+    def __init__(self, fs, root: str):
+        self.fs, self.root = fs, root
+
+    def path(self, rel: str) -> str:
+        return layout.join(self.root, rel)
+
+    @classmethod
+    def open(cls, url: str, overwrite: bool = False) -> "DatasetIndex":
+        """Open for writing; with ``overwrite`` start afresh, else resume (discarding partial shards)."""
+        fs, root = layout.open_fs(url)
+        idx = cls(fs, root)
+        if overwrite and fs.exists(root):
+            fs.rm(root, recursive=True)
+        fs.makedirs(idx.path(layout.SHARD_DIR), exist_ok=True)
+        fs.makedirs(idx.path(PARTS_DIR), exist_ok=True)
+        info_path = idx.path(layout.INFO_FILE)
+        if fs.exists(info_path):
+            info = json.loads(fs.cat_file(info_path))
+            if info.get("format_version") != layout.FORMAT_VERSION:
+                raise FormatError(
+                    f"{info_path}: format version {info.get('format_version')}, this wamdata writes "
+                    f"{layout.FORMAT_VERSION}; convert into a new folder or pass --overwrite"
+                )
+        idx.discard_partial()
+        return idx
+
+    # -- reading back what is committed -------------------------------------------------------
+    def _parts(self, suffix: str) -> list[str]:
+        return sorted(p for p in self.fs.ls(self.path(PARTS_DIR), detail=False) if p.endswith(suffix))
+
+    def committed_shards(self) -> list[str]:
+        """Shard paths (relative) that have a done marker."""
+        return [f"{layout.SHARD_DIR}/{p.rsplit('/', 1)[-1][: -len('.parquet')]}.tar" for p in self._parts(".parquet")]
+
+    def rows(self) -> pa.Table:
+        tables = [pq.read_table(self.fs.open(p, "rb")) for p in self._parts(".parquet")]
+        return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+
+    def failures(self) -> list[dict]:
+        out = []
+        for p in self._parts(".failures.jsonl"):
+            out.extend(json.loads(line) for line in self.fs.cat_file(p).decode().splitlines() if line)
+        return out
+
+    def done_items(self, include_failed: bool = True) -> set[str]:
+        """Source item ids a resumed job must skip."""
+        done = set(self.rows().column("source_item").to_pylist())
+        if include_failed:
+            done |= {f["item"] for f in self.failures()}
+        return done
+
+    def discard_partial(self) -> None:
+        """Remove temporary shards and shards without a done marker (a crash mid-commit)."""
+        tmp = self.path(layout.TMP_DIR)
+        if self.fs.exists(tmp):
+            self.fs.rm(tmp, recursive=True)
+        committed = {p.rsplit("/", 1)[-1] for p in self.committed_shards()}
+        for p in self.fs.ls(self.path(layout.SHARD_DIR), detail=False):
+            name = p.rstrip("/").rsplit("/", 1)[-1]
+            if layout.SHARD_PATTERN.match(name) and name not in committed:
+                log.warning("discarding partial shard %s", p)
+                self.fs.rm(p)
+
+    def _next_shard_number(self) -> int:
+        nums = [int(layout.SHARD_PATTERN.match(s.rsplit("/", 1)[-1]).group(1)) for s in self.committed_shards()]
+        return max(nums, default=-1) + 1
+
+    # -- committing ---------------------------------------------------------------------------
+    def commit(self, result: UnitResult) -> list[str]:
+        """Make a unit's shards visible; returns their final relative paths."""
+        committed = []
+        for tmp, rows in result.shards:
+            rel = layout.shard_path(self._next_shard_number())
+            self.fs.mv(tmp, self.path(rel))
+            for r in rows:
+                r["shard"] = rel
+            part = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA).replace_schema_metadata({
+                "wamdata.features": json.dumps(result.features),
+                "wamdata.cameras": json.dumps(result.cameras),
+            })
+            name = rel.rsplit("/", 1)[-1][: -len(".tar")]
+            _write_atomic(self.fs, self.path(f"{PARTS_DIR}/{name}.parquet"), _table_bytes(part))
+            committed.append(rel)
+        if result.failures:
+            lines = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in result.failures)
+            stamp = f"{int(time.time() * 1e6)}-{result.unit}"
+            _write_atomic(self.fs, self.path(f"{PARTS_DIR}/{stamp}.failures.jsonl"), lines.encode())
+        return committed
+
+    def finalize(self, conversion: dict | None = None) -> dict:
+        """Merge the parts into episodes.parquet, failures.jsonl and wamdata.json."""
+        features, cameras = {}, {}
+        tables = []
+        for p in self._parts(".parquet"):
+            t = pq.read_table(self.fs.open(p, "rb"))
+            md = t.schema.metadata or {}
+            for name, feat in json.loads(md.get(b"wamdata.features", b"{}")).items():
+                if features.setdefault(name, feat) != feat:
+                    raise FormatError(f"{p}: feature {name!r} declared as {feat}, elsewhere as {features[name]}")
+            for name, cam in json.loads(md.get(b"wamdata.cameras", b"{}")).items():
+                cameras.setdefault(name, cam)
+            tables.append(t.replace_schema_metadata(None))
+        index = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+        ids = index.column("episode_id").to_pylist()
+        if len(ids) != len(set(ids)):
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+            raise FormatError(f"{self.root}: duplicate episode ids {dup}; episode ids must be unique")
+        done = set(index.column("source_item").to_pylist())
+        failures = {f["item"]: f for f in self.failures() if f["item"] not in done}
+        _write_atomic(self.fs, self.path(layout.INDEX_FILE), _table_bytes(index))
+        _write_atomic(self.fs, self.path(layout.FAILURES_FILE),
+                      "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures.values()).encode())
+        info = self._info(index, features, cameras, len(failures), conversion)
+        _write_atomic(self.fs, self.path(layout.INFO_FILE), json.dumps(info, indent=2, ensure_ascii=False).encode())
+        return info
+
+    def _info(self, index: pa.Table, features, cameras, n_failures: int, conversion: dict | None) -> dict:
+        info_path = self.path(layout.INFO_FILE)
+        previous = json.loads(self.fs.cat_file(info_path)) if self.fs.exists(info_path) else {}
+        conversions = previous.get("conversions", [])
+        if conversion is not None:
+            conversions.append(conversion)
+        per_shard = Counter(index.column("shard").to_pylist())
+        sizes = {rel: self.fs.size(self.path(rel)) for rel in self.committed_shards()}
+        shards = [{"path": rel, "bytes": size, "episodes": per_shard[rel]} for rel, size in sizes.items()]
+        steps = int(pc.sum(index.column("num_steps")).as_py() or 0)
+        seconds = float(pc.sum(index.column("duration_s")).as_py() or 0.0)
+        return {
+            "format": layout.FORMAT_NAME,
+            "format_version": layout.FORMAT_VERSION,
+            "writer": f"wamdata {__version__}",
+            "layout": layout.TEMPLATES,
+            "counts": {
+                "episodes": index.num_rows,
+                "steps": steps,
+                "hours": seconds / 3600.0,
+                "bytes": sum(sizes.values()),
+                "shards": len(shards),
+                "failures": n_failures,
+            },
+            "sources": sorted(set(index.column("source").to_pylist())),
+            "embodiments": sorted(set(index.column("embodiment").to_pylist())),
+            "features": dict(sorted(features.items())),
+            "cameras": dict(sorted(cameras.items())),
+            "shards": shards,
+            "conversions": conversions,
+        }
