@@ -11,6 +11,7 @@ import logging
 from typing import Iterator, Sequence
 
 from wamdata import stats as wstats
+from wamdata.errors import FormatError
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +22,9 @@ def compute_stats(dataset_path: str, workers: int | None = None, ray_address: st
                   k: int = wstats.DEFAULT_K, write: bool = True, progress: bool = False) -> dict:
     """Statistics of a dataset (see :mod:`wamdata.stats`); writes ``stats.json`` and returns it.
 
-    ``workers``: None or 0 computes in this process; N >= 1 fans the shards out over Ray with at most
-    N tasks in flight (starting a local Ray with N CPUs if none is running). ``ray_address`` joins a
-    cluster instead. A Ray already initialised in this process (e.g. by a test) is used and left running.
+    ``workers``: None or 0 computes in this process; N >= 1 fans the shards out over Ray, one task per
+    shard (starting a local Ray with N CPUs if none is running). ``ray_address`` joins a cluster
+    instead. A Ray already initialised in this process (e.g. by a test) is used and left running.
     """
     if not workers and ray_address is None:
         map_shards = _local_map(progress)
@@ -49,42 +50,16 @@ def _local_map(progress: bool):
 
 
 def _ray_map(workers: int | None, ray_address: str | None, progress: bool):
-    try:
-        import ray
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ImportError("parallel statistics need Ray: pip install 'ray>=2.9'") from e
+    from pipelines.executors import RayExecutor
 
     def run(dataset_path: str, shards: Sequence[str], k: int) -> Iterator[dict]:
-        started = False
-        if not ray.is_initialized():
-            if ray_address is not None:
-                ray.init(address=ray_address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-            started = True
-        try:
-            task = ray.remote(num_cpus=1, max_retries=2)(wstats.shard_partial)
-            limit = max(1, workers or int(ray.cluster_resources().get("CPU", 1)))
-            pending = list(shards)[::-1]
-            in_flight: dict = {}
-            with _bar(len(shards), progress) as bar:
-                while pending or in_flight:
-                    while pending and len(in_flight) < limit:
-                        shard = pending.pop()
-                        in_flight[task.remote(dataset_path, shard, k)] = shard
-                    done, _ = ray.wait(list(in_flight), num_returns=1)
-                    for ref in done:
-                        shard = in_flight.pop(ref)
-                        try:
-                            state = ray.get(ref)
-                        except Exception as e:
-                            from wamdata.errors import FormatError
+        def failed(args, err):
+            raise FormatError(f"{dataset_path}: statistics of {args[1]} failed: {err}") from err
 
-                            raise FormatError(f"{dataset_path}: statistics of {shard} failed: {e}") from e
-                        bar.update(1)
-                        yield state
-        finally:
-            if started:
-                ray.shutdown()
+        with RayExecutor(workers=workers, address=ray_address) as executor, _bar(len(shards), progress) as bar:
+            for state in executor.map_unordered(wstats.shard_partial, [(dataset_path, s, k) for s in shards],
+                                                on_error=failed):
+                bar.update(1)
+                yield state
 
     return run

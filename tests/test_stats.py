@@ -23,11 +23,12 @@ from wamdata.stats import (
 
 RANK_TOL = 0.005  # the bound: quantiles within 0.5% rank error
 EMBODIMENTS = ("franka", "ur5")
+TASKS = ("open the drawer", "stack the blocks", "wipe the table")
 
 
 def make_episode(i: int, T: int, embodiment: str, rng: np.random.Generator) -> Episode:
     ep = Episode(f"synth/{i:03d}", "synth", "sim", embodiment, 10.0, {"timestamp": np.arange(T) / 10.0},
-                 action_space="joint_pos")
+                 action_space="joint_pos", tasks=[TASKS[i % 3]] if i % 4 != 3 else [], success=i % 3 != 0)
     shift = 3.0 if embodiment == "ur5" else 0.0
     # Skewed, heavy-tailed and offset dimensions: a mean far from 0 checks the stable variance.
     joints = np.stack([rng.normal(1e4 + shift, 1e-2, T), rng.lognormal(0.0, 1.0, T), rng.standard_t(3, T),
@@ -181,3 +182,28 @@ def test_ray_job_equals_in_process(dataset, ray_session):
         np.testing.assert_allclose(remote["all"][name]["std"], entry["std"], rtol=1e-9)
     check_feature(remote["by_embodiment"]["ur5"]["state.joint_pos"], flat(episodes, "state.joint_pos", "ur5"))
     assert load_stats(path)["steps"] == local["steps"]
+
+
+def test_report_and_cli(dataset, tmp_path, capsys):
+    from wamdata.cli import main
+    from wamdata.stats_report import format_report, summarize
+
+    path, episodes = dataset
+    s = summarize(path, compute_stats(path, write=False), by="task")
+    assert s["episodes"] == 12 and s["steps"] == sum(ep.num_steps for ep in episodes)
+    assert s["breakdown"]["(none)"]["episodes"] == 3 and s["distinct_tasks"] == 3
+    assert s["language_coverage"] == pytest.approx(9 / 12)
+    assert s["success_rate"] == pytest.approx(8 / 12)
+    assert s["episode_length"]["steps"] == {"min": 4000, "median": 4000 + 137 * 5.5, "max": 4000 + 137 * 11}
+    assert s["idle_fraction"] == pytest.approx(np.concatenate([ep.steps["extra.idle"] for ep in episodes]).mean())
+    assert s["failures"] == 0 and s["bytes"] > 0 and s["action_spaces"] == {"joint_pos": 12}
+    text = format_report(s)
+    assert "state.joint_pos[3]" in text and "extra.wrench[1,2]" in text and "stack the blocks" in text
+
+    out = tmp_path / "report.json"
+    assert main(["stats", path, "--by", "embodiment", "--json", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "by embodiment" in printed and "ur5" in printed and "q99" in printed
+    report = json.loads(out.read_text())
+    assert report["breakdown"]["ur5"]["episodes"] == 6 and report["stats"] == load_stats(path)
+    assert main(["stats", str(tmp_path / "missing")]) == 2
