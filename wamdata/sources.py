@@ -138,6 +138,15 @@ def converter_names() -> list[str]:
 
 
 def get_converter(name: str) -> type[Converter]:
+    """A converter by registered name, or by ``package.module:Class`` for one not installed as a plugin."""
+    if ":" in name:
+        import importlib
+
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"cannot load converter {name!r}: {e}") from e
     if name not in _REGISTRY:
         _load_entry_points()
     if name not in _REGISTRY:

@@ -158,6 +158,9 @@ class DatasetIndex:
 
     def finalize(self, conversion: dict | None = None) -> dict:
         """Merge the parts into episodes.parquet, failures.jsonl and wamdata.json."""
+        tmp = self.path(layout.TMP_DIR)
+        if self.fs.exists(tmp) and not self.fs.ls(tmp, detail=False):
+            self.fs.rm(tmp, recursive=True)
         features, cameras = {}, {}
         tables = []
         for p in self._parts(".parquet"):

@@ -69,9 +69,12 @@ def encode_video(
                 stream.pix_fmt = "yuv420p"
                 stream.time_base = Fraction(1, 1) / _rate(fps)
                 stream.codec_context.gop_size = gop
+                # One encoder thread: x264/SVT output depends on the thread count, and a Ray task owns
+                # one CPU anyway; fixing it makes shards byte-identical on any machine.
+                stream.codec_context.thread_count = 1
                 q = crf if crf is not None else DEFAULT_CRF[codec]
                 if codec == "h264":
-                    stream.options = {"crf": str(q), "preset": "veryfast", "bf": "0"}
+                    stream.options = {"crf": str(q), "preset": "veryfast", "bf": "0", "threads": "1"}
                 else:
                     stream.options = {"crf": str(q), "preset": "10"}
             frame = resize_frame(np.ascontiguousarray(frame), wh)

@@ -1,0 +1,56 @@
+"""Executors schedule work units; they know nothing of the job. The only module that imports Ray.
+
+``RayExecutor(workers=N)`` starts a local Ray with N CPUs (or joins ``address``, e.g. ``auto`` or
+``ray://head:10001`` for a cluster) and runs each unit as one Ray task with one CPU, yielding results
+as tasks finish. A Ray already initialised in this process (a test session, a notebook) is reused and
+left running.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+
+class RayExecutor:
+    def __init__(self, workers: int | None = 2, address: str | None = None, max_retries: int = 1):
+        self.workers = workers
+        self.address = address
+        self.max_retries = max_retries
+        self._started = False
+
+    def __enter__(self) -> "RayExecutor":
+        import ray
+
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            self._started = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        if self._started:
+            ray.shutdown()
+
+    def map_unordered(self, fn: Callable, args: Iterable[tuple], on_error: Callable) -> Iterator:
+        """Run ``fn(*a)`` for each ``a`` as a Ray task; a task that fails after its retries (a crashed
+        worker, out of memory) becomes ``on_error(a, exception)`` instead of stopping the job."""
+        import ray
+
+        remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(fn)
+        pending = {remote.remote(*a): a for a in args}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            a = pending.pop(ref)
+            try:
+                yield ray.get(ref)
+            except (ray.exceptions.RayError, OSError) as err:
+                log.error("work unit failed: %s", err)
+                yield on_error(a, err)

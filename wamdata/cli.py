@@ -1,0 +1,153 @@
+"""`wamdata ...`: parses arguments and calls the library. Every command is a library function first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from wamdata.errors import ConfigError, WamdataError
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution must be WxH (e.g. 320x180), got {text!r}") from None
+
+
+def _options(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"--option takes key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def cmd_convert(args) -> int:
+    from pipelines.convert_job import run
+    from wamdata.convert import ConvertConfig
+
+    config = ConvertConfig(
+        source=args.source, input=args.input, output=args.output, options=_options(args.option),
+        workers=args.workers, ray_address=args.ray_address, shard_size_mb=args.shard_size_mb,
+        video_codec=args.video_codec, resolution=args.resolution, crf=args.crf, limit=args.limit,
+        max_failures=args.max_failures, overwrite=args.overwrite, retry_failed=args.retry_failed,
+        quiet=args.quiet,
+    )
+    report = run(config)
+    print(report.summary())
+    if not report.ok:
+        print(f"error: {report.failures_total} failed items > --max-failures {args.max_failures} "
+              f"(see {args.output}/failures.jsonl)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_sources(args) -> int:
+    from wamdata.sources import converter_names, get_converter
+
+    for name in converter_names():
+        cls = get_converter(name)
+        opts = ", ".join(f"{n}: {t} = {d!r}" for n, t, d in cls.describe_options()) or "no options"
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:<14} {cls.family:<17} {doc}")
+        print(f"{'':<14} options: {opts}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from wamdata.report import dataset_summary, format_summary
+
+    summary = dataset_summary(args.dataset)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from wamdata.format.check import check_dataset
+
+    report = check_dataset(args.dataset, decode=not args.no_decode)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def cmd_stats(args) -> int:
+    from pipelines.stats_job import compute_stats
+    from wamdata.stats_report import format_report, summarize
+
+    stats = compute_stats(args.dataset, workers=args.workers, ray_address=args.ray_address, progress=not args.quiet)
+    summary = summarize(args.dataset, stats, by=args.by)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=1)
+    print(format_report(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wamdata", description="Ingest, curate and stream World Action Model data.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="convert a source into a wamdata dataset (Ray, resumable)")
+    c.add_argument("--source", required=True, help="converter name (see `wamdata sources`)")
+    c.add_argument("--input", required=True, help="source root (local path or fsspec URL)")
+    c.add_argument("--output", required=True, help="dataset folder (local path or fsspec URL)")
+    c.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray (default 2)")
+    c.add_argument("--ray-address", default=None, help="join a Ray cluster instead (e.g. auto)")
+    c.add_argument("--shard-size-mb", type=float, default=512, help="roll to a new shard past this size")
+    c.add_argument("--video-codec", choices=["h264", "av1", "copy"], default="h264",
+                   help="encode H.264 (default) or AV1, or stream-copy H.264/HEVC/AV1 sources")
+    c.add_argument("--crf", type=int, default=None, help="encoder quality (default 18 for h264, 30 for av1)")
+    c.add_argument("--resolution", type=_resolution, default=None, help="resize frames to WxH")
+    c.add_argument("--limit", type=int, default=None, help="convert only the first N source items")
+    c.add_argument("--max-failures", type=int, default=0, help="exit 0 while failures <= N (default 0)")
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="converter option")
+    c.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    c.add_argument("--retry-failed", action="store_true", help="read items that failed before again")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(fn=cmd_convert)
+
+    s = sub.add_parser("sources", help="list converters, their family and options")
+    s.set_defaults(fn=cmd_sources)
+
+    i = sub.add_parser("info", help="counts, hours, sources, cameras and features of a dataset")
+    i.add_argument("dataset")
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(fn=cmd_info)
+
+    v = sub.add_parser("validate", help="check index vs shards, decode every episode, check values")
+    v.add_argument("dataset")
+    v.add_argument("--no-decode", action="store_true", help="skip decoding videos (faster)")
+    v.set_defaults(fn=cmd_validate)
+
+    st = sub.add_parser("stats", help="report + per-embodiment normalisation statistics (writes stats.json)")
+    st.add_argument("dataset")
+    st.add_argument("--by", choices=["source", "embodiment", "family", "task"], default="embodiment",
+                    help="breakdown key (default embodiment)")
+    st.add_argument("--json", metavar="FILE", default=None, help="also write the whole report as JSON")
+    st.add_argument("--workers", type=int, default=0, help="Ray tasks over N CPUs (default 0: in-process)")
+    st.add_argument("--ray-address", default=None, help="join a Ray cluster instead (e.g. auto)")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(fn=cmd_stats)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except WamdataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The conversion job: discover -> split into units -> read + write each unit -> commit -> finalize.
+
+This module knows the job, not the scheduler: :func:`convert` takes an executor with one method,
+``map_unordered(fn, args, on_error) -> iterator of results as they finish``, where ``on_error(args,
+exception)`` turns a unit whose worker died into a result. :class:`SerialExecutor` runs units in
+this process; ``pipelines.executors.RayExecutor`` runs them as Ray tasks. Either way the driver alone
+commits shards and the index, so there is a single writer of the index.
+
+Resume: items already in the index (or recorded as failed) are skipped; partial shards are discarded
+when the dataset is opened. ``overwrite`` starts afresh; ``retry_failed`` reads failed items again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from tqdm import tqdm
+
+from wamdata import __version__
+from wamdata.errors import ConfigError, WamdataError
+from wamdata.format import layout
+from wamdata.format.index import DatasetIndex
+from wamdata.format.writer import UnitResult, VideoOptions, failure_record, write_unit
+from wamdata.sources import SourceItem, get_converter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    source: str
+    input: str
+    output: str
+    options: dict = field(default_factory=dict)
+    workers: int = 2
+    ray_address: str | None = None
+    shard_size_mb: float = 512
+    video_codec: str = "h264"
+    resolution: tuple[int, int] | None = None
+    crf: int | None = None
+    limit: int | None = None
+    max_failures: int = 0
+    overwrite: bool = False
+    retry_failed: bool = False
+    quiet: bool = False
+    unit_size: int | None = None  # items per work unit; default spreads items over ~4 units per worker
+
+    @property
+    def video(self) -> VideoOptions:
+        return VideoOptions(self.video_codec, self.resolution, self.crf)
+
+
+@dataclass
+class ConvertReport:
+    converted: int = 0          # episodes written by this run
+    items: int = 0              # source items discovered
+    skipped: int = 0            # items already done by an earlier run
+    failed: int = 0             # items that failed in this run
+    failures_total: int = 0     # failures recorded in the dataset
+    steps: int = 0
+    hours: float = 0.0
+    bytes: int = 0
+    shards: int = 0
+    wall_s: float = 0.0
+    max_failures: int = 0
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failures_total <= self.max_failures
+
+    def summary(self) -> str:
+        rate = self.converted / self.wall_s if self.wall_s else 0.0
+        step_rate = self.steps / self.wall_s if self.wall_s else 0.0
+        lines = [
+            f"converted {self.converted} episodes from {self.items - self.skipped} items "
+            f"({self.skipped} already done), failed {self.failed} (dataset total {self.failures_total})",
+            f"{self.steps} steps, {self.hours:.3f} h, {self.bytes / 1e6:.1f} MB in {self.shards} new shards",
+            f"wall {self.wall_s:.1f} s, {rate:.2f} episodes/s, {step_rate:.0f} steps/s",
+        ]
+        for f in self.failures[:20]:
+            lines.append(f"  failed: {f['path'] or f['item']}: {f['reason']}")
+        return "\n".join(lines)
+
+
+class SerialExecutor:
+    """Runs units one after another in this process (tests, debugging, tiny jobs)."""
+
+    def map_unordered(self, fn: Callable, args: Iterable[tuple], on_error: Callable) -> Iterator:
+        for a in args:
+            yield fn(*a)
+
+
+def run_unit(config: ConvertConfig, unit: str, items: list[SourceItem]) -> UnitResult:
+    """Read and write the items of one unit. Runs in a worker; touches only temporary shard files."""
+    converter = get_converter(config.source)(**config.options)
+    fs, root = layout.open_fs(config.output)
+
+    def read(item: SourceItem):
+        def produce():
+            out = converter.read(item)
+            return out if isinstance(out, list) else [out]
+        return produce
+
+    work = ((it.id, it.path, read(it)) for it in items)
+    return write_unit(fs, root, unit, work, config.video, config.shard_size_mb)
+
+
+def plan_units(items: list[SourceItem], workers: int, unit_size: int | None) -> list[tuple[str, list[SourceItem]]]:
+    """Contiguous runs of items, small enough to balance the workers and bound a lost unit's work."""
+    if not items:
+        return []
+    size = unit_size or max(1, min(64, math.ceil(len(items) / (max(workers, 1) * 4))))
+    return [(f"u{i // size:06d}", items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def discover(config: ConvertConfig) -> list[SourceItem]:
+    converter = get_converter(config.source)(**config.options)
+    items = list(converter.discover(config.input))
+    ids = [it.id for it in items]
+    if len(ids) != len(set(ids)):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ConfigError(f"{config.source}: discover() returned duplicate item ids {dup}")
+    if config.limit is not None:
+        items = items[: config.limit]
+    return items
+
+
+def convert(config: ConvertConfig, executor=None) -> ConvertReport:
+    """Run a conversion job to completion and return its report (see the module docstring)."""
+    start = time.time()
+    if config.video_codec not in ("h264", "av1", "copy"):
+        raise ConfigError(f"unknown --video-codec {config.video_codec!r}; known: h264, av1, copy")
+    executor = executor or SerialExecutor()
+    index = DatasetIndex.open(config.output, overwrite=config.overwrite)
+    items = discover(config)
+    done = index.done_items(include_failed=not config.retry_failed)
+    todo = [it for it in items if it.id not in done]
+    report = ConvertReport(items=len(items), skipped=len(items) - len(todo), max_failures=config.max_failures)
+    if not items:
+        log.warning("%s: discovered no %s items", config.input, config.source)
+    units = plan_units(todo, config.workers, config.unit_size)
+    bar = tqdm(total=len(todo), unit="item", disable=config.quiet, desc=f"convert {config.source}")
+    try:
+        args = [(config, name, its) for name, its in units]
+        for result in executor.map_unordered(run_unit, args, on_error=lambda a, err: failed_unit(a[1], a[2], err)):
+            index.commit(result)
+            rows = result.rows
+            report.converted += len(rows)
+            report.failed += len(result.failures)
+            report.failures.extend(result.failures)
+            report.steps += sum(r["num_steps"] for r in rows)
+            report.hours += sum(r["duration_s"] for r in rows) / 3600
+            report.bytes += sum(index.fs.size(index.path(r)) for r in {r["shard"] for r in rows})
+            report.shards += len(result.shards)
+            bar.update(len({r["source_item"] for r in rows}) + len(result.failures))
+            bar.set_postfix(episodes=report.converted, failed=report.failed,
+                            steps_s=f"{report.steps / max(time.time() - start, 1e-9):.0f}")
+    finally:
+        bar.close()
+    conversion = {
+        "source": config.source,
+        "input": config.input,
+        "options": config.options,
+        "video": asdict(config.video),
+        "wamdata": __version__,
+        "items": len(items),
+        "converted": report.converted,
+        "failed": report.failed,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    info = index.finalize(conversion)
+    report.failures_total = info["counts"]["failures"]
+    report.wall_s = time.time() - start
+    return report
+
+
+def failed_unit(unit: str, items: list[SourceItem], err: Exception) -> UnitResult:
+    """A unit whose worker died (out of memory, killed node): every item is recorded as failed, so the
+    job completes and a re-run with --retry-failed reads them again."""
+    if isinstance(err, WamdataError):
+        reason = str(err)
+    else:
+        reason = f"worker failed: {type(err).__name__}: {err}"
+    res = UnitResult(unit)
+    res.failures = [failure_record(it.id, it.path, RuntimeError(reason)) for it in items]
+    return res
