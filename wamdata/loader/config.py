@@ -1,0 +1,79 @@
+"""The loader's knobs in one frozen dataclass, checked once at construction.
+
+A window anchored at step ``t`` (steps of the stream's rate, see ``fps``) holds:
+
+- ``history`` frames and states at ``t - history + 1 .. t`` (before step 0: step 0 repeated, padded),
+- future frames at ``t + f`` for ``f`` in ``future`` (past the end: the last step repeated, padded),
+- ``action_horizon`` actions at ``t .. t + action_horizon - 1`` (past the end: repeated, padded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wamdata.errors import ConfigError
+
+NORMALIZE_MODES = ("stats", "bounds")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    cameras: tuple[str, ...] = ()
+    history: int = 2
+    future: tuple[int, ...] = (4, 8, 16)
+    action_horizon: int = 16
+    image_size: tuple[int, int] | None = (180, 320)   # (height, width); None keeps the stored size
+    seed: int = 0
+    shuffle_buffer: int = 2048        # windows held for shuffling; <= 1 streams windows in order
+    max_live_episodes: int = 16       # decoded episodes held at once (bounds memory with the buffer)
+    window_stride: int = 1            # anchor every N-th step
+    normalize: str | dict | None = "stats"   # "stats" | "bounds" | None, or {feature: mode}
+    fps: float | None = None          # resample every dataset to this rate (nearest step)
+    fps_tolerance_s: float | None = None     # nearest step farther than this is padded; default 1 source period
+    rank: int | None = None
+    world_size: int | None = None
+    split: str | None = None
+    state_features: tuple[str, ...] | None = None
+    action_features: tuple[str, ...] | None = None
+    samples_per_epoch: int | None = None     # mixtures: samples per epoch over all ranks/workers
+    decoder: str = "pyav"
+    decoder_threads: int = 1
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        def fix(name, value):
+            object.__setattr__(self, name, value)
+
+        fix("cameras", tuple(self.cameras) if not isinstance(self.cameras, str) else (self.cameras,))
+        fix("future", tuple(int(f) for f in self.future))
+        if self.image_size is not None:
+            fix("image_size", (int(self.image_size[0]), int(self.image_size[1])))
+        for name in ("state_features", "action_features"):
+            v = getattr(self, name)
+            if v is not None:
+                fix(name, tuple([v] if isinstance(v, str) else v))
+        if self.history < 1:
+            raise ConfigError(f"history must be >= 1, got {self.history}")
+        if self.action_horizon < 0:
+            raise ConfigError(f"action_horizon must be >= 0, got {self.action_horizon}")
+        if any(f < 1 for f in self.future):
+            raise ConfigError(f"future offsets are steps after t and must be >= 1, got {list(self.future)}")
+        if self.window_stride < 1:
+            raise ConfigError(f"window_stride must be >= 1, got {self.window_stride}")
+        if self.max_live_episodes < 1:
+            raise ConfigError(f"max_live_episodes must be >= 1, got {self.max_live_episodes}")
+        if self.fps is not None and self.fps <= 0:
+            raise ConfigError(f"fps must be positive, got {self.fps}")
+        modes = self.normalize.values() if isinstance(self.normalize, dict) else [self.normalize]
+        for m in modes:
+            if m is not None and m not in NORMALIZE_MODES:
+                raise ConfigError(f"unknown normalize mode {m!r}; known: {', '.join(NORMALIZE_MODES)} or None")
+        if (self.rank is None) != (self.world_size is None):
+            raise ConfigError("give both rank and world_size, or neither (then torch.distributed decides)")
+        if self.world_size is not None and not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"rank {self.rank} outside world_size {self.world_size}")
+
+    def normalize_mode(self, feature: str) -> str | None:
+        if isinstance(self.normalize, dict):
+            return self.normalize.get(feature)
+        return self.normalize

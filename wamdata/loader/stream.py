@@ -1,0 +1,345 @@
+"""WamStream: windows from one dataset or a mixture, streamed, shuffled, split and resumable.
+
+The work of one epoch is split over ``num_consumers = world_size * num_workers`` consumers
+(consumer = rank * num_workers + worker). A consumer's epoch is a pure function of
+(seed, epoch, consumer, index): :func:`plan.mixture_counts` picks the dataset of each sample by
+weight, each dataset walks its passes (:meth:`plan.DatasetPlan.block`) through a
+:class:`plan.WindowScheduler`, and episodes are read shard by shard with :class:`BlockReader`.
+Resume state is (epoch, samples emitted per consumer); loading it replays the counts, reloads the
+episodes that were in the buffer and goes on with exactly the samples an uninterrupted run would give.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import replace
+from typing import Iterator
+
+import numpy as np
+import pyarrow.compute as pc
+
+from wamdata.errors import ConfigError
+from wamdata.loader.config import LoaderConfig
+from wamdata.loader.manifest import DatasetSpec, load_manifest, select_rows
+from wamdata.loader.plan import DatasetPlan, EpisodeRef, WindowScheduler, mixture_counts
+from wamdata.loader.vectors import Normalizer, VectorLayout, read_stats
+from wamdata.loader.windows import DatasetContext, LoadedEpisode
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_MAX_EMPTY_PASSES = 64
+
+
+class _Source:
+    """One dataset of the stream: its selected index rows and plan. The open Dataset handle is not
+    pickled; each worker reopens it on first use."""
+
+    def __init__(self, index: int, spec: DatasetSpec, cfg: LoaderConfig, split_fracs):
+        import wamdata
+
+        self.index, self.spec = index, spec
+        self._ds = wamdata.open_dataset(spec.path)
+        full = self._ds.episodes
+        sizes = pc.sum(full["size"]).as_py() if full.num_rows else 0
+        shard_bytes = {}
+        if full.num_rows:
+            for shard, size in zip(full["shard"].to_pylist(), full["size"].to_pylist()):
+                shard_bytes[shard] = shard_bytes.get(shard, 0) + int(size)
+        self.bytes = sizes
+        rows = select_rows(full, spec, cfg.split, split_fracs)
+        self.plan = DatasetPlan(rows, cfg.fps, cfg.window_stride, shard_bytes)
+        self.features = self._ds.features
+        self.cameras = dict(self._ds.info.get("cameras", {}))
+        self.ctx: DatasetContext | None = None
+
+    @property
+    def ds(self):
+        if self._ds is None:
+            import wamdata
+
+            self._ds = wamdata.open_dataset(self.spec.path)
+        return self._ds
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_ds"] = None
+        return state
+
+
+class BlockReader:
+    """Episodes of a block in order: whole shards through one sequential read (``iter_shard``) when
+    the block needs at least half of a shard's bytes, otherwise each episode by its byte range."""
+
+    def __init__(self, source: _Source, refs: list[EpisodeRef]):
+        self.source, self.refs = source, refs
+        self._it, self._shard = None, None
+
+    def close(self):
+        if self._it is not None:
+            self._it.close()
+        self._it, self._shard = None, None
+
+    def _scan(self, ref: EpisodeRef):
+        for ep in self._it:
+            if ep.episode_id == ref.episode_id:
+                return ep
+        self.close()
+        return None
+
+    def get(self, pos: int):
+        ref = self.refs[pos]
+        if self._shard == ref.shard:
+            ep = self._scan(ref)
+            if ep is not None:
+                return ep
+        self.close()
+        need, n = 0, 0
+        for r in self.refs[pos:]:
+            if r.shard != ref.shard:
+                break
+            need += r.size
+            n += 1
+        if n > 1 and need * 2 >= self.source.plan.shard_bytes.get(ref.shard, need):
+            self._it, self._shard = self.source.ds.iter_shard(ref.shard), ref.shard
+            ep = self._scan(ref)
+            if ep is not None:
+                return ep
+        return self.source.ds.episode(ref.episode_id)
+
+
+class _DatasetCursor:
+    """One dataset's windows for one consumer: pass after pass through its blocks."""
+
+    def __init__(self, stream: "WamStream", source: _Source, epoch: int, consumer: int, n: int, decoder):
+        self.stream, self.source, self.epoch = stream, source, epoch
+        self.consumer, self.n, self.decoder = consumer, n, decoder
+        self.pass_ = -1
+        self._start_pass(0)
+
+    def _block(self, pass_: int) -> list[EpisodeRef]:
+        cfg = self.stream.config
+        return self.source.plan.block(cfg.seed, self.epoch, self.source.index, pass_, self.consumer, self.n)
+
+    def _start_pass(self, pass_: int):
+        cfg = self.stream.config
+        self.pass_ = pass_
+        self.refs = self._block(pass_)
+        self.sched = WindowScheduler([r.windows for r in self.refs], cfg.shuffle_buffer, cfg.max_live_episodes,
+                                     cfg.seed, self.epoch, self.source.index, pass_, self.consumer)
+        if getattr(self, "reader", None) is not None:
+            self.reader.close()
+        self.reader = BlockReader(self.source, self.refs)
+        self.loaded: dict[int, LoadedEpisode] = {}
+
+    def _load(self, pos: int):
+        stored = self.reader.get(pos)
+        self.loaded[pos] = LoadedEpisode(stored, self.source.ctx, self.sched.pending_anchors(pos), self.decoder)
+
+    def skip(self, count: int):
+        """Position after ``count`` windows of this consumer's epoch without decoding anything
+        but the episodes pending in the buffer at that point."""
+        pass_ = 0
+        while True:
+            total = sum(r.windows for r in self._block(pass_))
+            if count <= total:
+                break
+            count -= total
+            pass_ += 1
+        self._start_pass(pass_)
+        live = self.sched.fast_forward(count)
+        for pos in live:
+            self._load(pos)
+
+    def next(self) -> dict:
+        empty = 0
+        while True:
+            ev = self.sched.step()
+            if ev is None:
+                empty = empty + 1 if not self.refs or not any(r.windows for r in self.refs) else 0
+                if empty > _MAX_EMPTY_PASSES:
+                    raise ConfigError(f"{self.source.spec.path}: too few episodes for {self.n} consumers "
+                                      "(ranks x workers); use fewer workers or a larger dataset")
+                self._start_pass(self.pass_ + 1)
+                continue
+            if ev[0] == "load":
+                self._load(ev[1])
+                continue
+            _, pos, anchor, last = ev
+            sample = self.loaded[pos].window(anchor)
+            if last:
+                del self.loaded[pos]
+            return sample
+
+    def close(self):
+        self.reader.close()
+
+
+def _rank_world(cfg: LoaderConfig) -> tuple[int, int]:
+    if cfg.world_size is not None:
+        return cfg.rank, cfg.world_size
+    dist = sys.modules.get("torch.distributed")  # never import torch here; set up by the trainer
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class WamStream:
+    """Training windows from a dataset path or a manifest (see :mod:`wamdata.loader.manifest`).
+
+    >>> stream = WamStream("data/droid", cameras=["exterior_1", "wrist"], history=2, future=[4, 8, 16])
+    >>> for sample in stream: ...                       # numpy dicts, this process = one consumer
+    >>> dl = stream.dataloader(batch_size=64, num_workers=4)   # torch, resumable with several workers
+    """
+
+    def __init__(self, path_or_manifest, config: LoaderConfig | None = None, **knobs):
+        if config is not None and knobs:
+            config = replace(config, **knobs)
+        self.config = config if config is not None else LoaderConfig(**knobs)
+        cfg = self.config
+        self.manifest = load_manifest(path_or_manifest)
+        self.sources = [_Source(i, spec, cfg, self.manifest.split) for i, spec in enumerate(self.manifest.datasets)]
+        feats = [s.features for s in self.sources]
+        self.state_layout = VectorLayout.build("state", [{n: f for n, f in fs.items() if n.startswith("state.")}
+                                                         if cfg.state_features is None else fs for fs in feats],
+                                               cfg.state_features)
+        self.action_layout = VectorLayout.build("action", [{n: f for n, f in fs.items() if n.startswith("action.")}
+                                                           if cfg.action_features is None else fs for fs in feats],
+                                                cfg.action_features)
+        frame_shape = {}
+        for cam in cfg.cameras:
+            if cfg.image_size is not None:
+                frame_shape[cam] = cfg.image_size
+                continue
+            for s in self.sources:
+                if cam in s.cameras:
+                    frame_shape[cam] = (int(s.cameras[cam]["height"]), int(s.cameras[cam]["width"]))
+                    break
+        known = sorted({c for s in self.sources for c in s.cameras})
+        unknown = [c for c in cfg.cameras if not any(c in s.cameras for s in self.sources)]
+        if unknown:
+            raise ConfigError(f"cameras {unknown} are in no dataset of the stream; known: {known}")
+        for s in self.sources:
+            used = [n for n in self.state_layout.names + self.action_layout.names
+                    if n in s.features and cfg.normalize_mode(n)]
+            stats = read_stats(s.spec.path) if used and s.plan.rows.num_rows else None
+            s.ctx = DatasetContext(s.index, s.spec.label, cfg, self.state_layout, self.action_layout,
+                                   Normalizer(stats, cfg.normalize_mode, s.spec.path), frame_shape)
+        self.epoch = 0
+        self._emitted = 0
+
+    # ---- sizes ---------------------------------------------------------------------------------
+    def consumer_length(self, epoch: int, consumer: int, num_consumers: int) -> int:
+        """Samples consumer ``consumer`` of ``num_consumers`` yields in ``epoch``."""
+        spe = self.config.samples_per_epoch
+        if spe is not None:
+            return spe // num_consumers + (1 if consumer < spe % num_consumers else 0)
+        return sum(self._first_pass_windows(epoch, consumer, num_consumers))
+
+    def _first_pass_windows(self, epoch, consumer, n) -> list[int]:
+        return [sum(r.windows for r in s.plan.block(self.config.seed, epoch, s.index, 0, consumer, n))
+                for s in self.sources]
+
+    def num_samples(self, epoch: int | None = None, num_workers: int = 1) -> int:
+        """Samples this rank yields in one epoch (all its workers together)."""
+        rank, world = _rank_world(self.config)
+        e = self.epoch if epoch is None else epoch
+        n = world * max(1, num_workers)
+        return sum(self.consumer_length(e, rank * max(1, num_workers) + w, n) for w in range(max(1, num_workers)))
+
+    def __len__(self) -> int:
+        return self.num_samples()
+
+    @property
+    def total_windows(self) -> int:
+        return sum(s.plan.total_windows for s in self.sources)
+
+    # ---- the consumer's sample sequence ---------------------------------------------------------
+    def iter_consumer(self, epoch: int, consumer: int, num_consumers: int, start: int = 0) -> Iterator[tuple[int, dict]]:
+        """(count emitted so far including this one, sample) for one consumer's epoch from ``start``."""
+        from wamdata.format.video import get_decoder
+
+        cfg = self.config
+        total = self.consumer_length(epoch, consumer, num_consumers)
+        if start >= total:
+            return
+        first = self._first_pass_windows(epoch, consumer, num_consumers)
+        weights = [s.spec.weight if w > 0 else 0.0 for s, w in zip(self.sources, first)]
+        if not any(weights):
+            return
+        decoder = get_decoder(cfg.decoder, cfg.decoder_threads)   # created here: in the worker
+        picks = mixture_counts(weights, total, cfg.seed, epoch, consumer)
+        done = np.zeros(len(self.sources), np.int64)
+        for _ in range(start):
+            done[next(picks)] += 1
+        cursors: dict[int, _DatasetCursor] = {}
+        try:
+            for d in np.nonzero(done)[0]:
+                cursors[int(d)] = c = _DatasetCursor(self, self.sources[d], epoch, consumer, num_consumers, decoder)
+                c.skip(int(done[d]))
+            i = start
+            for d in picks:
+                c = cursors.get(d)
+                if c is None:
+                    cursors[d] = c = _DatasetCursor(self, self.sources[d], epoch, consumer, num_consumers, decoder)
+                sample = c.next()
+                i += 1
+                yield i, sample
+        finally:
+            for c in cursors.values():
+                c.close()
+
+    # ---- plain iteration: this process is one consumer ------------------------------------------
+    def __iter__(self) -> Iterator[dict]:
+        rank, world = _rank_world(self.config)
+        for i, sample in self.iter_consumer(self.epoch, rank, world, self._emitted):
+            self._emitted = i
+            yield sample
+        self.epoch += 1
+        self._emitted = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._emitted = int(epoch), 0
+
+    def state_dict(self) -> dict:
+        rank, world = _rank_world(self.config)
+        return {"version": STATE_VERSION, "seed": self.config.seed, "epoch": self.epoch, "rank": rank,
+                "world_size": world, "num_workers": 1, "rotation": 0, "emitted": [self._emitted]}
+
+    def load_state_dict(self, state: dict) -> None:
+        check_state(state, self.config, num_workers=1)
+        self.epoch, self._emitted = int(state["epoch"]), int(state["emitted"][0])
+
+    # ---- adapters ----------------------------------------------------------------------------------
+    def torch(self):
+        """A ``torch.utils.data.IterableDataset`` of tensor samples (splits over DataLoader workers)."""
+        from wamdata.loader.torch_adapter import TorchStream
+
+        return TorchStream(self)
+
+    def dataloader(self, batch_size: int, num_workers: int = 0, **kwargs):
+        """A torch DataLoader over :meth:`torch` whose ``state_dict()`` resumes exactly, with any
+        number of workers."""
+        from wamdata.loader.torch_adapter import ResumableLoader
+
+        return ResumableLoader(self, batch_size=batch_size, num_workers=num_workers, **kwargs)
+
+    def ray_dataset(self, parallelism: int | None = None, epoch: int | None = None, block_rows: int = 32):
+        """A Ray Data dataset of the same samples: one read task per consumer (a group of shards)."""
+        from wamdata.loader.ray_adapter import ray_dataset
+
+        return ray_dataset(self, parallelism, self.epoch if epoch is None else epoch, block_rows)
+
+
+def check_state(state: dict, cfg: LoaderConfig, num_workers: int) -> None:
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise ConfigError(f"not a WamStream state (version {state.get('version') if isinstance(state, dict) else None}, "
+                          f"want {STATE_VERSION})")
+    rank, world = _rank_world(cfg)
+    if state["seed"] != cfg.seed or state["world_size"] != world or state["rank"] != rank:
+        raise ConfigError(f"state was saved with seed {state['seed']}, rank {state['rank']} of {state['world_size']}; "
+                          f"this stream has seed {cfg.seed}, rank {rank} of {world}: exact resume needs the same")
+    if state["num_workers"] != max(1, num_workers) or len(state["emitted"]) != max(1, num_workers):
+        raise ConfigError(f"state was saved with {state['num_workers']} worker(s), this loader has "
+                          f"{max(1, num_workers)}: exact resume needs the same number")

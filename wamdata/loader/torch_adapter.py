@@ -1,0 +1,123 @@
+"""torch adapters: an IterableDataset split over DataLoader workers, and a DataLoader whose state
+resumes exactly with any number of workers.
+
+torch is imported only here (and only when these are used): ``pip install 'wamdata[torch]'``.
+"""
+
+from __future__ import annotations
+
+from wamdata.errors import ConfigError
+from wamdata.loader.stream import STATE_VERSION, WamStream, _rank_world, check_state
+
+
+def _torch():
+    try:
+        import torch
+        import torch.utils.data  # noqa: F401
+    except ImportError as e:
+        raise ConfigError("WamStream.torch() needs PyTorch: pip install 'wamdata[torch]' "
+                          "(or a CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu)") from e
+    return torch
+
+
+_torch_mod = _torch()
+
+_META = ("_worker", "_index")
+
+
+def to_tensors(sample: dict) -> dict:
+    torch = _torch_mod
+    out = {}
+    for k, v in sample.items():
+        if isinstance(v, dict):
+            out[k] = {kk: torch.from_numpy(vv) for kk, vv in v.items()}
+        elif hasattr(v, "dtype") and hasattr(v, "shape"):
+            out[k] = torch.from_numpy(v)
+        else:
+            out[k] = v
+    return out
+
+
+class TorchStream(_torch_mod.utils.data.IterableDataset):
+    """Each DataLoader worker is one consumer: consumer = rank * num_workers + worker. Samples carry
+    ``_worker`` (the consumer slot on this rank) and ``_index`` (its count of emitted samples) so
+    :class:`ResumableLoader` can keep the resume state from the batches it hands out."""
+
+    def __init__(self, stream: WamStream, with_cursor: bool = False):
+        super().__init__()
+        self.stream = stream
+        self.with_cursor = with_cursor
+        self.epoch = stream.epoch
+        self.emitted: list[int] | None = None   # per worker slot, from a loaded state
+        self.rotation = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.emitted, self.rotation = int(epoch), None, 0
+
+    def __iter__(self):
+        info = _torch_mod.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        rank, world = _rank_world(self.stream.config)
+        slot = (worker + self.rotation) % workers
+        start = self.emitted[slot] if self.emitted is not None else 0
+        for i, sample in self.stream.iter_consumer(self.epoch, rank * workers + slot, world * workers, start):
+            out = to_tensors(sample)
+            if self.with_cursor:
+                out["_worker"], out["_index"] = slot, i
+            yield out
+
+    def __len__(self):
+        info = _torch_mod.utils.data.get_worker_info()
+        return self.stream.num_samples(self.epoch, info.num_workers if info else 1)
+
+
+class ResumableLoader(_torch_mod.utils.data.DataLoader):
+    """A DataLoader over :class:`TorchStream` that records, from each batch it returns, how far each
+    worker got. ``state_dict()`` is a handful of integers; after ``load_state_dict()`` the next
+    iteration yields exactly the batches an uninterrupted run would have yielded next.
+
+    Batches of an IterableDataset come from the workers in turn (batch k from worker k mod W); the
+    state keeps which worker is next as ``rotation`` so the order is kept too.
+    """
+
+    def __init__(self, stream: WamStream, batch_size: int, num_workers: int = 0, **kwargs):
+        self._stream_ds = TorchStream(stream, with_cursor=True)
+        super().__init__(self._stream_ds, batch_size=batch_size, num_workers=num_workers, **kwargs)
+        self._slots = max(1, num_workers)
+        self._emitted = [0] * self._slots
+        self._next_slot = 0
+
+    @property
+    def epoch(self) -> int:
+        return self._stream_ds.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self._stream_ds.set_epoch(epoch)
+        self._emitted, self._next_slot = [0] * self._slots, 0
+
+    def __iter__(self):
+        ds = self._stream_ds
+        if any(self._emitted):
+            ds.emitted, ds.rotation = list(self._emitted), self._next_slot
+        else:
+            ds.emitted, ds.rotation = None, 0
+        for batch in super().__iter__():
+            slots, idx = batch.pop("_worker"), batch.pop("_index")
+            for s in set(slots.tolist()):
+                self._emitted[s] = max(self._emitted[s], int(idx[slots == s].max()))
+            self._next_slot = (int(slots[-1]) + 1) % self._slots
+            yield batch
+        ds.set_epoch(ds.epoch + 1)
+        self._emitted, self._next_slot = [0] * self._slots, 0
+
+    def state_dict(self) -> dict:
+        rank, world = _rank_world(self._stream_ds.stream.config)
+        return {"version": STATE_VERSION, "seed": self._stream_ds.stream.config.seed, "epoch": self.epoch,
+                "rank": rank, "world_size": world, "num_workers": self._slots, "rotation": self._next_slot,
+                "emitted": list(self._emitted)}
+
+    def load_state_dict(self, state: dict) -> None:
+        check_state(state, self._stream_ds.stream.config, self._slots)
+        self._stream_ds.epoch = int(state["epoch"])
+        self._emitted = [int(x) for x in state["emitted"]]
+        self._next_slot = int(state["rotation"])

@@ -1,0 +1,163 @@
+"""One episode visit: its steps resampled and harmonised, its needed frames decoded once, and the
+windows cut from it.
+
+Frames are decoded sequentially (one pass per camera, no seek) when the episode is loaded; each
+decoded frame carries a count of the pending windows that still need it and is dropped when that
+count reaches zero, so memory follows the shuffle buffer rather than the episode length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wamdata.errors import FormatError
+from wamdata.format.video import resize_frame
+from wamdata.loader.config import LoaderConfig
+from wamdata.loader.plan import resampled_steps
+from wamdata.loader.vectors import Normalizer, VectorLayout, harmonise
+from wamdata.schema import TIMESTAMP
+
+
+@dataclass
+class DatasetContext:
+    """What a window needs to know about the dataset it comes from."""
+
+    index: int
+    name: str
+    cfg: LoaderConfig
+    state_layout: VectorLayout
+    action_layout: VectorLayout
+    normalizer: Normalizer
+    frame_shape: dict[str, tuple[int, int]]   # camera -> (height, width) of delivered frames
+
+
+class LoadedEpisode:
+    def __init__(self, stored, ctx: DatasetContext, pending_anchors: np.ndarray, decoder):
+        cfg = ctx.cfg
+        self.ctx = ctx
+        meta = stored.meta
+        self.episode_id = stored.episode_id
+        self.source = str(meta.get("source", ""))
+        self.embodiment = str(meta.get("embodiment", ""))
+        self.where = stored.where
+        ts = np.asarray(stored.array(TIMESTAMP), np.float64)
+        T = len(ts)
+        src_fps = float(meta["fps"])
+        n = resampled_steps(int(meta["num_steps"]), src_fps, float(meta["duration_s"]), cfg.fps)
+        if cfg.fps is None:
+            self.src = np.arange(T)
+            self.valid = np.ones(T, bool)
+            self.times = ts - ts[0]
+        else:
+            grid = ts[0] + np.arange(n) / cfg.fps
+            right = np.clip(np.searchsorted(ts, grid), 0, T - 1)
+            left = np.clip(right - 1, 0, T - 1)
+            self.src = np.where(np.abs(ts[left] - grid) <= np.abs(ts[right] - grid), left, right)
+            tol = cfg.fps_tolerance_s if cfg.fps_tolerance_s is not None else 1.0 / src_fps
+            self.valid = np.abs(ts[self.src] - grid) <= tol + 1e-9
+            self.times = grid - ts[0]
+        self.n = len(self.src)
+        names = set(stored.steps.column_names)
+        cols_s = {s.name: stored.array(s.name).reshape(T, -1)[self.src]
+                  for s in ctx.state_layout.slots if s.name in names}
+        cols_a = {s.name: stored.array(s.name).reshape(T, -1)[self.src]
+                  for s in ctx.action_layout.slots if s.name in names}
+        self.state, self.state_mask = harmonise(ctx.state_layout, cols_s, self.n, self.embodiment, ctx.normalizer)
+        self.actions, self.action_mask = harmonise(ctx.action_layout, cols_a, self.n, self.embodiment,
+                                                   ctx.normalizer)
+        self.has_actions = bool(cols_a) and meta.get("action_space", "") != "none"
+        self.language = [(float(s["start_s"]), float(s["end_s"]), str(s["text"])) for s in meta.get("language", [])]
+        tasks = meta.get("tasks") or []
+        self.task = str(tasks[0]) if tasks else ""
+        self._hist = np.arange(-cfg.history + 1, 1)
+        self._fut = np.asarray(cfg.future, np.int64)
+        self._act = np.arange(cfg.action_horizon)
+        # Frames: which source frames the pending windows need, decoded in one sequential pass.
+        self.cameras = [c for c in cfg.cameras if c in meta.get("cameras", {})]
+        self.refs = np.zeros(T, np.int64)
+        for a in np.asarray(pending_anchors, np.int64):
+            np.add.at(self.refs, self._frame_ids(int(a)), 1)
+        self.frames: dict[str, list] = {}
+        needed = np.nonzero(self.refs)[0]
+        stop = int(needed[-1]) + 1 if len(needed) else 0
+        for cam in self.cameras:
+            hw = ctx.frame_shape[cam]
+            store = [None] * T
+            got = 0
+            try:
+                for i, frame in enumerate(decoder.iter_frames(stored.video_bytes(cam), 0, stop)):
+                    if self.refs[i]:
+                        store[i] = resize_frame(frame, (hw[1], hw[0]))
+                    got = i + 1
+            except FormatError:
+                raise
+            except Exception as e:  # decoder errors name the episode and camera
+                raise FormatError(f"{self.where}: camera {cam!r}: video decode failed ({e})") from e
+            if got < stop:
+                raise FormatError(f"{self.where}: camera {cam!r} has {got} frames, windows need {stop}")
+            self.frames[cam] = store
+
+    def _steps(self, t: int):
+        h = t + self._hist
+        f = t + self._fut
+        return np.clip(h, 0, self.n - 1), np.clip(f, 0, self.n - 1), h, f
+
+    def _frame_ids(self, anchor: int) -> np.ndarray:
+        hc, fc, _, _ = self._steps(anchor * self.ctx.cfg.window_stride)
+        return self.src[np.concatenate([hc, fc])]
+
+    def language_at(self, time_s: float) -> str:
+        for start, end, text in self.language:
+            if start <= time_s <= end:
+                return text
+        return self.task
+
+    def window(self, anchor: int) -> dict:
+        """The sample anchored at step ``anchor * window_stride``; releases frames no longer needed."""
+        cfg, ctx = self.ctx.cfg, self.ctx
+        t = anchor * cfg.window_stride
+        hc, fc, h, f = self._steps(t)
+        hist_pad = (h < 0) | ~self.valid[hc]
+        fut_pad = (f > self.n - 1) | ~self.valid[fc]
+        a = t + self._act
+        ac = np.clip(a, 0, self.n - 1)
+        act_pad = (a > self.n - 1) | ~self.valid[ac] if self.has_actions else np.ones(len(a), bool)
+        frames, future = {}, {}
+        for cam in cfg.cameras:
+            store = self.frames.get(cam)
+            if store is None:
+                H, W = ctx.frame_shape[cam]
+                frames[cam] = np.zeros((len(hc), H, W, 3), np.uint8)
+                future[cam] = np.zeros((len(fc), H, W, 3), np.uint8)
+            else:
+                frames[cam] = np.stack([store[i] for i in self.src[hc]])
+                future[cam] = np.stack([store[i] for i in self.src[fc]]) if len(fc) else \
+                    np.zeros((0, *ctx.frame_shape[cam], 3), np.uint8)
+        ids = self._frame_ids(anchor)
+        np.subtract.at(self.refs, ids, 1)
+        for i in ids:
+            if self.refs[i] == 0:
+                for store in self.frames.values():
+                    store[i] = None
+        return {
+            "frames": frames,
+            "future_frames": future,
+            "frames_is_pad": hist_pad,
+            "future_is_pad": fut_pad,
+            "camera_mask": np.array([c in self.frames for c in cfg.cameras], bool),
+            "state": self.state[hc],
+            "state_is_pad": hist_pad,
+            "state_mask": self.state_mask,
+            "actions": self.actions[ac] if self.has_actions else np.zeros((len(a), ctx.action_layout.width), np.float32),
+            "actions_is_pad": act_pad,
+            "action_mask": self.action_mask if self.has_actions else np.zeros(ctx.action_layout.width, bool),
+            "language": self.language_at(float(self.times[t])),
+            "episode_id": self.episode_id,
+            "t": int(t),
+            "timestamp": float(self.times[t]),
+            "source": self.source,
+            "embodiment": self.embodiment,
+            "dataset": ctx.name,
+        }
