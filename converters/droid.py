@@ -302,7 +302,9 @@ class DroidRaw(Converter):
             if values.dtype.kind not in "biuf":
                 ep.metadata.setdefault("unmapped_h5_datasets", []).append(key)
                 continue
-            ep.add("extra." + ".".join(parts), values, unit=UNITS.get(parts[-1]), description=f"h5 {key}")
+            # the declaration must not depend on the episode (serials, quirks): the writer merges them
+            where = "action/gripper_velocity or gripper_delta" if parts[-1] == "gripper_velocity" else "/".join(parts)
+            ep.add("extra." + ".".join(parts), values, unit=UNITS.get(parts[-1]), description=f"h5 {where}")
         ep.add("extra.idle", idle_mask(d[ACTION + "joint_velocity"]), derived=True,
                description=f"action/joint_velocity changes < {IDLE_THRESHOLD} for >= {IDLE_MIN_STEPS} steps")
 
