@@ -115,9 +115,10 @@ class RLDS(Converter):
                 expected = None
                 if m and m["shard"] is not None and split in lengths and int(m["shard"]) < len(lengths[split]):
                     expected = lengths[split][int(m["shard"])]
-                if expected is not None and not any(s.error for s in spans) and len(spans) < expected:
-                    spans += [tfr.RecordSpan(i, size, 0, f"truncated shard: {len(spans)} records, dataset_info.json "
-                                                         f"says {expected}; record {i} is missing")
+                if expected is not None and len(spans) < expected:  # records that cannot be located fail too
+                    why = spans[-1].error if spans and spans[-1].error else \
+                        f"shard ends after {len(spans)} whole records, dataset_info.json says {expected}"
+                    spans += [tfr.RecordSpan(i, size, 0, f"record {i} not found ({why})")
                               for i in range(len(spans), expected)]
                 base = posixpath.basename(shard)
                 for s in spans:
