@@ -1,0 +1,231 @@
+"""LeRobot v3.0 export: the layout, checked structurally without lerobot installed.
+
+The interop test against the real ``lerobot`` is tests/test_export_lerobot_interop.py (marker
+``lerobot``). Both build their datasets with :func:`make_dataset` here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.fixtures.frames import psnr, textured_frames
+from wamdata.export import ExportError, export_lerobot
+from wamdata.format import video
+from wamdata.format.writer import write_dataset
+from wamdata.schema import ArrayFrames, Camera, Episode
+
+FPS = 10
+LENGTHS = (12, 7, 15, 9, 11)
+
+
+def make_episode(i: int, T: int, cameras=("wrist", "exterior_1"), size=(64, 48), fps=FPS,
+                 embodiment="franka") -> Episode:
+    rng = np.random.default_rng(100 + i)
+    ep = Episode(episode_id=f"synthetic/ep{i:03d}", source="synthetic", family="teleop",
+                 embodiment=embodiment, fps=fps, steps={"timestamp": np.arange(T) / fps * 1.01},
+                 tasks=[f"task {i % 2}", "second task"], action_space="eef_pos")
+    q = rng.normal(size=(T, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    ep.add("state.eef_pos", rng.normal(size=(T, 3)))
+    ep.add("state.eef_rot", q)
+    ep.add("state.gripper", rng.uniform(0, 1, size=(T, 1)))
+    ep.add("action.eef_pos", rng.normal(size=(T, 3)))
+    ep.add("action.gripper", rng.uniform(0, 1, size=(T, 1)))
+    ep.add("extra.reward", rng.normal(size=T).astype(np.float32))
+    ep.add("extra.grid", rng.normal(size=(T, 2, 3)))
+    ep.add("extra.is_first", np.arange(T) == 0)
+    for k, cam in enumerate(cameras):
+        ep.cameras[cam] = Camera(cam, ArrayFrames(textured_frames(T, size[1], size[0], seed=10 * i + k)))
+    return ep
+
+
+def make_dataset(path, lengths=LENGTHS, **kw) -> tuple[str, list[Episode]]:
+    eps = [make_episode(i, T, **kw) for i, T in enumerate(lengths)]
+    write_dataset(str(path), eps, video_codec="h264")
+    return str(path), eps
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lerobot")
+    src, eps = make_dataset(root / "src")
+    # A small video file limit so the episodes spread over several concatenated files.
+    out = export_lerobot(src, str(root / "out"), video_files_size_in_mb=0.004, progress=False)
+    return Path(out), eps
+
+
+def _episodes(out: Path) -> list[dict]:
+    return pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+
+
+def test_info_json(exported):
+    out, eps = exported
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0"
+    assert info["fps"] == FPS and info["robot_type"] == "franka"
+    assert info["total_episodes"] == len(eps) and info["total_frames"] == sum(LENGTHS)
+    assert info["total_tasks"] == 2
+    assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+    assert info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+    f = info["features"]
+    assert f["observation.state"] == {"dtype": "float32", "shape": [8], "names": [
+        "eef_pos.x", "eef_pos.y", "eef_pos.z", "eef_rot.qx", "eef_rot.qy", "eef_rot.qz", "eef_rot.qw", "gripper"]}
+    assert f["action"]["shape"] == [4] and f["action"]["names"][-1] == "gripper"
+    assert f["extra.reward"] == {"dtype": "float32", "shape": [1], "names": ["reward"]}
+    assert f["extra.grid"]["shape"] == [6] and f["extra.is_first"]["dtype"] == "bool"
+    cam = f["observation.images.wrist"]
+    assert cam["dtype"] == "video" and cam["shape"] == [48, 64, 3]
+    assert cam["info"]["video.codec"] == "h264" and cam["info"]["video.fps"] == FPS
+    for k in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
+        assert f[k]["shape"] == [1]
+
+
+def test_data_and_episode_tables(exported):
+    out, eps = exported
+    data = [r for p in sorted((out / "data").glob("*/*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert len(data) == sum(LENGTHS)
+    assert [r["index"] for r in data] == list(range(sum(LENGTHS)))
+    rows = _episodes(out)
+    tasks = pq.read_table(out / "meta/tasks.parquet").to_pandas()
+    assert list(tasks.index) == ["task 0", "task 1"] and list(tasks["task_index"]) == [0, 1]
+    for e, (row, ep) in enumerate(zip(rows, eps)):
+        T = ep.num_steps
+        assert row["episode_index"] == e and row["length"] == T
+        assert row["wamdata/episode_id"] == ep.episode_id
+        assert row["dataset_to_index"] - row["dataset_from_index"] == T
+        assert row["tasks"] == [ep.tasks[0]]
+        frames = data[row["dataset_from_index"]:row["dataset_to_index"]]
+        assert all(r["episode_index"] == e for r in frames)
+        assert [r["frame_index"] for r in frames] == list(range(T))
+        np.testing.assert_allclose([r["timestamp"] for r in frames], np.arange(T) / FPS, rtol=1e-6)
+        state = np.array([r["observation.state"] for r in frames])
+        want = np.concatenate([ep.steps["state.eef_pos"], ep.steps["state.eef_rot"], ep.steps["state.gripper"]], 1)
+        np.testing.assert_allclose(state, want.astype(np.float32))
+        action = np.array([r["action"] for r in frames])
+        np.testing.assert_allclose(action, np.concatenate([ep.steps["action.eef_pos"], ep.steps["action.gripper"]], 1)
+                                   .astype(np.float32))
+        np.testing.assert_array_equal([r["extra.reward"] for r in frames], ep.steps["extra.reward"])
+        np.testing.assert_allclose(np.array([r["extra.grid"] for r in frames]), ep.steps["extra.grid"].reshape(T, 6))
+        assert [r["task_index"] for r in frames] == [e % 2] * T
+        # Per-episode stats, LeRobot's column layout.
+        np.testing.assert_allclose(row["stats/observation.state/mean"], want.mean(0), rtol=1e-5, atol=1e-6)
+        assert row["stats/observation.state/count"] == [T]
+        assert np.array(row["stats/observation.images.wrist/mean"]).shape == (3, 1, 1)
+
+
+def test_videos_concatenated_by_frame_offsets(exported):
+    out, eps = exported
+    rows = _episodes(out)
+    for cam in ("wrist", "exterior_1"):
+        key = f"observation.images.{cam}"
+        files: dict[tuple, list] = {}
+        for row, ep in zip(rows, eps):
+            files.setdefault((row[f"videos/{key}/chunk_index"], row[f"videos/{key}/file_index"]), []).append((row, ep))
+        assert len(files) > 1, "the small size limit should give several files"
+        assert any(len(v) > 1 for v in files.values()), "and several episodes in a file"
+        for (chunk, fno), members in files.items():
+            path = out / f"videos/{key}/chunk-{chunk:03d}/file-{fno:03d}.mp4"
+            info = video.probe(str(path))
+            assert info["frames"] == sum(ep.num_steps for _, ep in members)
+            decoded = video.PyAVDecoder().decode(str(path))
+            offset = 0
+            for row, ep in members:
+                T = ep.num_steps
+                assert row[f"videos/{key}/from_timestamp"] == offset / FPS
+                assert row[f"videos/{key}/to_timestamp"] == (offset + T) / FPS
+                start = round(row[f"videos/{key}/from_timestamp"] * FPS)
+                got = decoded[start:start + T]
+                want = ep.cameras[cam].frames.array
+                assert psnr(got, want) > 30, (cam, row["episode_index"])
+                offset += T
+
+
+def test_stream_copy_is_bit_exact(exported, tmp_path):
+    """Packets are copied, so decoding the export gives exactly what decoding our shards gives."""
+    import wamdata
+
+    out, eps = exported
+    ds = wamdata.open_dataset(str(out.parent / "src"))
+    rows = _episodes(out)
+    key = "observation.images.wrist"
+    last = rows[-1]
+    path = out / f"videos/{key}/chunk-{last[f'videos/{key}/chunk_index']:03d}/file-{last[f'videos/{key}/file_index']:03d}.mp4"
+    decoded = video.PyAVDecoder().decode(str(path))
+    stored = ds.episode(eps[-1].episode_id).frames("wrist")
+    start = round(last[f"videos/{key}/from_timestamp"] * FPS)
+    np.testing.assert_array_equal(decoded[start:start + len(stored)], stored)
+    assert start + len(stored) == len(decoded)  # the last episode ends the file
+
+
+def test_stats_json(exported):
+    out, eps = exported
+    stats = json.loads((out / "meta/stats.json").read_text())
+    state = np.concatenate([np.concatenate([e.steps["state.eef_pos"], e.steps["state.eef_rot"],
+                                            e.steps["state.gripper"]], 1) for e in eps]).astype(np.float32)
+    s = stats["observation.state"]
+    np.testing.assert_allclose(s["mean"], state.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s["std"], state.std(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(s["min"], state.min(0))
+    np.testing.assert_allclose(s["max"], state.max(0))
+    assert s["count"] == [sum(LENGTHS)]
+    assert set(s) >= {"q01", "q10", "q50", "q90", "q99"}
+    img = np.array(stats["observation.images.wrist"]["mean"])
+    assert img.shape == (3, 1, 1) and np.all((img > 0) & (img < 1))
+
+
+def test_resized_episode_is_reencoded(tmp_path):
+    eps = [make_episode(0, 8, cameras=("wrist",)), make_episode(1, 6, cameras=("wrist",), size=(80, 60)),
+           make_episode(2, 5, cameras=("wrist",))]
+    write_dataset(str(tmp_path / "src"), eps, video_codec="h264")
+    out = Path(export_lerobot(str(tmp_path / "src"), str(tmp_path / "out"), progress=False))
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["features"]["observation.images.wrist"]["shape"] == [48, 64, 3]
+    assert info["wamdata"]["reencoded_episodes"] == {"observation.images.wrist": 1}
+    rows = _episodes(out)
+    key = "observation.images.wrist"
+    for row, ep in zip(rows, eps):
+        path = out / f"videos/{key}/chunk-{row[f'videos/{key}/chunk_index']:03d}/file-{row[f'videos/{key}/file_index']:03d}.mp4"
+        start = round(row[f"videos/{key}/from_timestamp"] * FPS)
+        got = video.PyAVDecoder().decode(str(path), start, start + ep.num_steps)
+        assert got.shape == (ep.num_steps, 48, 64, 3)
+        want = np.stack([video.resize_frame(f, (64, 48)) for f in ep.cameras["wrist"].frames.array])
+        assert psnr(got, want) > 28
+
+
+def test_camera_missing_in_some_episodes(tmp_path):
+    eps = [make_episode(0, 5), make_episode(1, 5, cameras=("wrist",))]
+    write_dataset(str(tmp_path / "src"), eps, video_codec="h264")
+    with pytest.raises(ExportError, match="exterior_1.*missing in 1 of 2 episodes.*synthetic/ep001"):
+        export_lerobot(str(tmp_path / "src"), str(tmp_path / "out"), progress=False)
+    assert not (tmp_path / "out").exists()
+    out = export_lerobot(str(tmp_path / "src"), str(tmp_path / "out"), cameras=["wrist"], progress=False)
+    info = json.loads((Path(out) / "meta/info.json").read_text())
+    assert [k for k in info["features"] if k.startswith("observation.images")] == ["observation.images.wrist"]
+
+
+def test_unknown_camera_and_no_episodes(tmp_path):
+    src, _ = make_dataset(tmp_path / "src", lengths=(4,))
+    with pytest.raises(ExportError, match="unknown camera.*nope.*exterior_1, wrist"):
+        export_lerobot(src, str(tmp_path / "out"), cameras=["nope"], progress=False)
+    write_dataset(str(tmp_path / "empty"), [], video_codec="h264")
+    with pytest.raises(ExportError, match="no episodes"):
+        export_lerobot(str(tmp_path / "empty"), str(tmp_path / "out2"), progress=False)
+
+
+def test_mixed_fps_and_existing_output(tmp_path):
+    eps = [make_episode(0, 5), make_episode(1, 5, fps=15)]
+    write_dataset(str(tmp_path / "src"), eps, video_codec="h264")
+    with pytest.raises(ExportError, match="different fps"):
+        export_lerobot(str(tmp_path / "src"), str(tmp_path / "out"), progress=False)
+    src, _ = make_dataset(tmp_path / "src2", lengths=(4,))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    with pytest.raises(ExportError, match="not empty"):
+        export_lerobot(src, str(tmp_path / "busy"), progress=False)
+    export_lerobot(src, str(tmp_path / "busy"), overwrite=True, progress=False)
+    assert (tmp_path / "busy" / "meta" / "info.json").exists() and not (tmp_path / "busy" / "file").exists()
