@@ -116,6 +116,10 @@ def _py(value):
     return value
 
 
+def _is_metadata(name: str) -> bool:
+    return name.startswith("metadata_") and name.endswith(".json")
+
+
 @register("droid")
 class DroidRaw(Converter):
     family = "teleop"
@@ -133,7 +137,7 @@ class DroidRaw(Converter):
         root = os.path.abspath(root)
         items = []
         for dirpath, dirnames, filenames in os.walk(root):
-            if "trajectory.h5" in filenames or any(f.startswith("metadata_") and f.endswith(".json") for f in filenames):
+            if "trajectory.h5" in filenames or any(_is_metadata(f) for f in filenames):
                 dirnames[:] = []  # an episode folder: do not walk into recordings/
                 rel = os.path.relpath(dirpath, root)
                 rel = os.path.basename(root) if rel == "." else rel.replace(os.sep, "/")
@@ -187,7 +191,7 @@ class DroidRaw(Converter):
     # --- pieces of read() -------------------------------------------------------------------------
 
     def _metadata(self, item) -> dict:
-        names = sorted(f for f in os.listdir(item.path) if f.startswith("metadata_") and f.endswith(".json"))
+        names = sorted(f for f in os.listdir(item.path) if _is_metadata(f))
         if not names:
             return {}
         path = os.path.join(item.path, names[0])
@@ -212,11 +216,12 @@ class DroidRaw(Converter):
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             raise SourceError(item, f"trajectory.h5: truncated or unreadable HDF5 file ({e})") from None
         if not data:
-            raise SourceError(item, f"trajectory.h5: no per-step datasets (an incomplete recording)")
+            raise SourceError(item, "trajectory.h5: no per-step datasets (an incomplete recording)")
         return attrs, data
 
     def _camera_serials(self, meta, data):
-        serials = {role: str(meta[f"{p}_cam_serial"]) for p, role in CAMERA_ROLES.items() if meta.get(f"{p}_cam_serial")}
+        serials = {role: str(meta[f"{p}_cam_serial"])
+                   for p, role in CAMERA_ROLES.items() if meta.get(f"{p}_cam_serial")}
         types = {k.rsplit("/", 1)[1]: v for k, v in data.items() if k.startswith("observation/camera_type/")}
         if not serials:  # no metadata json: wrist = camera_type 0, exteriors by sorted serial (as DROID does)
             ext = ["exterior_1", "exterior_2"]
@@ -231,13 +236,13 @@ class DroidRaw(Converter):
     def _videos(self, item, serials) -> dict:
         mp4_dir = os.path.join(item.path, "recordings", "MP4")
         if not os.path.isdir(os.path.join(item.path, "recordings")):
-            raise SourceError(item, f"no recordings/ folder in the episode folder (expected recordings/MP4/<serial>.mp4 "
-                                    f"for cameras {', '.join(f'{r}={s}' for r, s in serials.items())})")
+            raise SourceError(item, "no recordings/ folder in the episode folder (expected "
+                                    f"recordings/MP4/<serial>.mp4 for {', '.join(f'{r}={s}' for r, s in serials.items())})")
         frames = {}
         for role, serial in serials.items():
             path = os.path.join(mp4_dir, f"{serial}.mp4")
             if not os.path.isfile(path):
-                raise SourceError(item, f"recordings/MP4/{serial}.mp4: missing video of camera {role} (serial {serial})")
+                raise SourceError(item, f"recordings/MP4/{serial}.mp4: missing video of camera {role}")
             frames[role] = VideoFileFrames(path)
             try:
                 frames[role].num_frames  # probe now: an unreadable file is this item's error
@@ -329,17 +334,17 @@ class DroidRaw(Converter):
         return self._annotations
 
     def _episode_metadata(self, item, meta, attrs, outcome) -> dict:
+        """Metadata json fields, else the h5 attrs (DROID's data collector), else the folder names."""
         parts = item.id.split("/")[1:]
         at = parts.index(outcome) if outcome in parts else None
-        out = {"lab": meta.get("lab") or (parts[at - 1] if at else None),
-               "date": meta.get("date") or (parts[at + 1] if at is not None and at + 1 < len(parts) else None),
-               "outcome_folder": outcome, "source_path": "/".join(parts),
-               "current_task": meta.get("current_task") or attrs.get("current_task")}
-        for key in ("uuid", "user", "user_id", "timestamp", "robot_serial", "droid_version", "trajectory_length"):
-            out[key] = meta.get(key)
-        for key, attr in (("building", "building"), ("scene_id", "scene_id"), ("controller_type", "controller_type"),
+        path = {"lab": parts[at - 1] if at else None,
+                "date": parts[at + 1] if at is not None and at + 1 < len(parts) else None}
+        out = {"outcome_folder": outcome, "source_path": "/".join(parts), "recorded_time": attrs.get("time")}
+        for key, attr in (("uuid", None), ("lab", None), ("date", None), ("user", "user"), ("user_id", None),
+                          ("timestamp", None), ("building", "building"), ("scene_id", "scene_id"),
                           ("robot_serial", "robot_serial_number"), ("droid_version", "version_number"),
-                          ("user", "user"), ("recorded_time", "time")):
-            if out.get(key) is None:
-                out[key] = meta.get(key, attrs.get(attr))
+                          ("controller_type", "controller_type"), ("current_task", "current_task"),
+                          ("trajectory_length", "timesteps")):
+            value = meta.get(key)
+            out[key] = value if value is not None else attrs.get(attr) if attr else path.get(key)
         return out
