@@ -22,10 +22,15 @@ same :func:`finish`. ``stats.json`` (written atomically at the dataset root)::
      "by_embodiment": {"<embodiment>": {"<feature>": {"count": n, "shape": [...], "mean": [...],
                        "std": [...], "min": [...], "max": [...], "q01": [...], "q50": [...],
                        "q99": [...]}}},
-     "all": {"<feature>": {...}}}
+     "all": {"<feature>": {...}},
+     "flags": {"by_embodiment": {...}, "all": {"extra.idle": {"true": t, "count": n, "fraction": f}}},
+     "counters": {"action_space": {...}, "language": {"with": a, "without": b}, "camera": {...}}}
 
 Lists run over the feature flattened per step (C order); ``count`` is the number of steps; ``std`` is
-the population standard deviation; a dimension with no finite value has ``null`` entries.
+the population standard deviation; a dimension with no finite value has ``null`` entries, and a
+feature with NaN / Inf values has ``nonfinite`` (per dimension counts, excluded from the statistics).
+KLL sketches are randomised: quantiles are within the rank-error bound but may differ in the last
+digits between runs; every other value is exact (up to float64 rounding of the merge order).
 """
 
 from __future__ import annotations
