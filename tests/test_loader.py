@@ -1,0 +1,310 @@
+"""WamStream: window contents, padding, shuffling, splitting, resume, harmonisation, normalisation,
+resampling and manifests, on small generated datasets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.fixtures.loader_data import frame, make_dataset
+from wamdata.errors import ConfigError, FormatError
+from wamdata.loader import LoaderConfig, WamStream, load_manifest
+from wamdata.loader.plan import WindowScheduler, block_slice, mixture_counts
+
+LENGTHS = [20, 25, 15, 30, 20, 10]
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("loader") / "ds", n=len(LENGTHS), steps=LENGTHS, gripper=True)
+
+
+@pytest.fixture(scope="module")
+def ego(tmp_path_factory):
+    """Video-only source: no actions, different state features, another embodiment and camera."""
+    return make_dataset(tmp_path_factory.mktemp("loader") / "ego", n=3, steps=12, actions=False, joints=4,
+                        cameras=("front",), embodiment="human", family="egocentric_video", prefix="ego")
+
+
+def ids(samples):
+    return [(s["episode_id"], s["t"]) for s in samples]
+
+
+def all_windows(lengths=LENGTHS, prefix="ep"):
+    return {(f"{prefix}{e:04d}", t) for e, n in enumerate(lengths) for t in range(n)}
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_window_contents_equal_source_values_and_frames(ds):
+    stream = WamStream(ds, cameras=["front", "wrist"], history=2, future=[1, 4], action_horizon=5,
+                       image_size=None, normalize=None, shuffle_buffer=64)
+    samples = list(stream)
+    assert set(ids(samples)) == all_windows() and len(samples) == sum(LENGTHS)
+    assert stream.state_layout.names == ["state.eef_pos", "state.gripper"]
+    worst = 99.0
+    for s in samples:
+        e, t, T = int(s["episode_id"][2:]), s["t"], LENGTHS[int(s["episode_id"][2:])]
+        hist = [max(t - 1, 0), t]
+        assert s["state"].dtype == np.float32 and s["state"].shape == (2, 4)
+        np.testing.assert_allclose(s["state"][:, 0], [1000 * e + h for h in hist])
+        np.testing.assert_allclose(s["state"][:, 3], [h % 2 for h in hist])
+        assert s["state_is_pad"].tolist() == [t == 0, False] == s["frames_is_pad"].tolist()
+        steps = [min(t + k, T - 1) for k in range(5)]
+        np.testing.assert_allclose(s["actions"][:, 0], [1000 * e + k + 0.25 for k in steps])
+        assert s["actions_is_pad"].tolist() == [t + k > T - 1 for k in range(5)]
+        assert s["future_is_pad"].tolist() == [t + 1 > T - 1, t + 4 > T - 1]
+        assert s["language"] == (f"first half {e}" if t < T // 2 else f"task {e}")
+        assert s["source"] == "fixture" and s["embodiment"] == "franka"
+        for ci, cam in enumerate(["front", "wrist"]):
+            assert s["frames"][cam].shape == (2, 32, 48, 3) and s["frames"][cam].dtype == np.uint8
+            for got, step in zip(s["frames"][cam], hist):
+                worst = min(worst, psnr(got, frame(e, step, cam=ci)))
+            for got, f in zip(s["future_frames"][cam], [1, 4]):
+                worst = min(worst, psnr(got, frame(e, min(t + f, T - 1), cam=ci)))
+    assert worst > 35, worst
+
+
+def test_episode_end_padding_and_masks(ds):
+    stream = WamStream(ds, cameras=["front"], history=3, future=[2, 8], action_horizon=4, normalize=None,
+                       shuffle_buffer=1, image_size=(16, 24))
+    by = {(s["episode_id"], s["t"]): s for s in stream}
+    last = by[("ep0005", 9)]   # the last step of a 10-step episode
+    assert last["future_is_pad"].tolist() == [True, True]
+    assert last["actions_is_pad"].tolist() == [False, True, True, True]
+    np.testing.assert_allclose(last["actions"][:, 0], [5009.25] * 4)   # repeats the last step
+    first = by[("ep0005", 0)]
+    assert first["frames_is_pad"].tolist() == [True, True, False]
+    np.testing.assert_allclose(first["state"][:, 0], [5000] * 3)
+    np.testing.assert_array_equal(first["frames"]["front"][0], first["frames"]["front"][2])
+    assert first["frames"]["front"].shape == (3, 16, 24, 3)
+    assert first["state_mask"].all() and first["action_mask"].all()
+
+
+def test_in_order_without_shuffle_buffer(ds):
+    order = ids(WamStream(ds, cameras=[], shuffle_buffer=1, normalize=None))
+    # shards in a seeded order, each episode's windows in step order
+    for (e1, t1), (e2, t2) in zip(order, order[1:]):
+        assert (e1 == e2 and t2 == t1 + 1) or (e1 != e2 and t2 == 0)
+
+
+def test_seed_and_epoch_determinism(ds):
+    def run(**kw):
+        return ids(WamStream(ds, cameras=["front"], normalize=None, shuffle_buffer=32, **kw))
+
+    a = run(seed=3)
+    assert a == run(seed=3)
+    assert a != run(seed=4) and set(a) == set(run(seed=4)) == all_windows()
+    s = WamStream(ds, cameras=[], normalize=None, shuffle_buffer=32, seed=3)
+    e0, e1 = ids(s), ids(s)   # plain iteration moves on to the next epoch
+    assert e0 == a and e1 != e0 and set(e1) == all_windows() and s.epoch == 2
+
+
+@pytest.mark.parametrize("cut", [0, 1, 17, 60, 119, 120])
+def test_exact_resume(ds, cut):
+    kw = dict(cameras=["front"], normalize=None, shuffle_buffer=40, max_live_episodes=3, seed=7)
+    full = WamStream(ds, **kw)
+    expected = list(full)
+    s = WamStream(ds, **kw)
+    it = iter(s)
+    head = [next(it) for _ in range(cut)]
+    state = json.loads(json.dumps(s.state_dict()))   # plain integers, JSON-safe
+    resumed = WamStream(ds, **kw)
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert ids(head) + ids(rest) == ids(expected)
+    # the data itself is the same, not only the ids
+    for a, b in zip(rest, expected[cut:]):
+        np.testing.assert_array_equal(a["frames"]["front"], b["frames"]["front"])
+
+
+def test_resume_rejects_other_layout(ds):
+    s = WamStream(ds, cameras=[], normalize=None, seed=1)
+    with pytest.raises(ConfigError, match="seed"):
+        WamStream(ds, cameras=[], normalize=None, seed=2).load_state_dict(s.state_dict())
+
+
+def test_two_ranks_two_workers_cover_the_epoch_once(ds):
+    stream = WamStream(ds, cameras=[], normalize=None, shuffle_buffer=16)
+    got = [w for c in range(4) for _, w in stream.iter_consumer(0, c, 4)]
+    assert len(got) == sum(LENGTHS) and set(ids(got)) == all_windows()
+    # blocks are balanced by window count (to within one episode) and each consumer knows its length
+    lens = [stream.consumer_length(0, c, 4) for c in range(4)]
+    assert sum(lens) == sum(LENGTHS) and max(lens) - min(lens) <= max(LENGTHS)
+    # ranks from the config
+    r = [ids(WamStream(ds, cameras=[], normalize=None, rank=k, world_size=2)) for k in range(2)]
+    assert not set(r[0]) & set(r[1]) and set(r[0]) | set(r[1]) == all_windows()
+
+
+def test_more_consumers_than_episodes(ds):
+    stream = WamStream(ds, cameras=[], normalize=None)
+    got = [w for c in range(9) for _, w in stream.iter_consumer(1, c, 9)]
+    assert sorted(ids(got)) == sorted(all_windows())
+
+
+def test_harmonised_mixture_with_video_only_source(ds, ego):
+    stream = WamStream({"datasets": [{"path": ds, "weight": 1}, {"path": ego, "weight": 1}]},
+                       cameras=["front", "wrist"], normalize=None, action_horizon=3, image_size=(16, 24))
+    assert stream.state_layout.names == ["state.eef_pos", "state.gripper", "state.joint_pos"]
+    assert stream.action_layout.names == ["action.eef_pos"]
+    seen = set()
+    for s in stream:
+        seen.add(s["dataset"])
+        assert s["state"].shape == (2, 8) and s["actions"].shape == (3, 3)
+        if s["embodiment"] == "human":
+            assert s["state_mask"].tolist() == [True] * 3 + [False] + [True] * 4
+            assert s["actions_is_pad"].all() and not s["action_mask"].any()
+            assert s["camera_mask"].tolist() == [True, False] and not s["frames"]["wrist"].any()
+            e = int(s["episode_id"][3:])
+            np.testing.assert_allclose(s["state"][-1, 4:], np.arange(4) + e)
+        else:
+            assert s["state_mask"].tolist() == [True] * 4 + [False] * 4 and s["camera_mask"].all()
+    assert seen == {"ds", "ego"}
+
+
+def test_mixture_weights(ds, ego):
+    stream = WamStream({"datasets": [{"path": ds, "weight": 3}, {"path": ego, "weight": 1}]},
+                       cameras=[], normalize=None, samples_per_epoch=4000, shuffle_buffer=8)
+    samples = list(stream)
+    assert len(samples) == 4000
+    frac = np.mean([s["dataset"] == "ds" for s in samples])
+    assert abs(frac - 0.75) < 0.03, frac
+    # the small dataset cycles through passes: every one of its windows is seen, many times over
+    assert {w for w in ids(samples) if w[0].startswith("ego")} == all_windows([12] * 3, "ego")
+
+
+def test_mixture_resume(ds, ego):
+    kw = dict(cameras=["front"], normalize=None, samples_per_epoch=300, shuffle_buffer=10, image_size=(8, 8))
+    mix = {"datasets": [{"path": ds, "weight": 2}, {"path": ego, "weight": 1}]}
+    expected = ids(WamStream(mix, **kw))
+    s = WamStream(mix, **kw)
+    it = iter(s)
+    head = [next(it) for _ in range(137)]
+    r = WamStream(mix, **kw)
+    r.load_state_dict(s.state_dict())
+    assert ids(head) + ids(r) == expected
+
+
+def test_normalisation_stats_and_bounds(ds):
+    stats = json.load(open(f"{ds}/stats.json"))["by_embodiment"]["franka"]
+    raw = {ids([s])[0]: s for s in WamStream(ds, cameras=[], normalize=None)}
+    mean, std = np.array(stats["state.eef_pos"]["mean"]), np.array(stats["state.eef_pos"]["std"])
+    for s in WamStream(ds, cameras=[], normalize="stats"):
+        r = raw[ids([s])[0]]
+        np.testing.assert_allclose(s["state"][:, 0], (r["state"][:, 0] - mean[0]) / std[0], rtol=1e-5)
+        np.testing.assert_allclose(s["state"][:, 1], 0.0, atol=1e-6)   # constant dimension: centred, unscaled
+    q01, q99 = np.array(stats["action.eef_pos"]["q01"]), np.array(stats["action.eef_pos"]["q99"])
+    per = WamStream(ds, cameras=[], normalize={"action.eef_pos": "bounds"})
+    for s in per:
+        r = raw[ids([s])[0]]
+        want = 2 * (r["actions"][:, 0] - q01[0]) / (q99[0] - q01[0]) - 1
+        np.testing.assert_allclose(s["actions"][:, 0], want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(s["state"], r["state"])   # not listed: untouched
+
+
+def test_missing_stats_names_path_and_command(tmp_path):
+    p = make_dataset(tmp_path / "nostats", n=1, steps=5, stats=False)
+    with pytest.raises(FormatError, match=r"stats\.json.*wamdata stats"):
+        WamStream(p, cameras=[], normalize="stats")
+    assert len(list(WamStream(p, cameras=[], normalize=None))) == 5
+
+
+def test_resample_to_common_fps(tmp_path):
+    p = make_dataset(tmp_path / "fps", n=2, steps=20, stats=False)   # 10 Hz
+    down = list(WamStream(p, cameras=["front"], normalize=None, fps=5, shuffle_buffer=1, image_size=None))
+    assert len(down) == 20
+    for s in down:
+        e, t = int(s["episode_id"][2:]), s["t"]
+        np.testing.assert_allclose(s["state"][-1, 0], 1000 * e + 2 * t)
+        assert psnr(s["frames"]["front"][-1], frame(e, 2 * t)) > 35
+        assert s["timestamp"] == pytest.approx(t / 5)
+    up = list(WamStream(p, cameras=[], normalize=None, fps=20, shuffle_buffer=1))
+    assert len(up) == 2 * 39
+    first = [s["state"][-1, 0] - 1000 * int(s["episode_id"][2:]) for s in up[:6]]
+    np.testing.assert_allclose(first, [0, 0, 1, 1, 2, 2])  # nearest step
+
+
+def test_manifest_filter_episodes_split(ds, ego, tmp_path):
+    (tmp_path / "view.txt").write_text("ego0001\nego0002\n")
+    import os
+
+    text = f"""
+name: test-mix
+split: {{train: 0.7, val: 0.3}}
+datasets:
+  - path: {os.path.relpath(ds, tmp_path)}
+    weight: 2
+    filter: "num_steps >= 20 and episode_id != 'ep0004'"
+  - path: {ego}
+    episodes_file: view.txt
+"""
+    (tmp_path / "m.yaml").write_text(text)
+    m = load_manifest(str(tmp_path / "m.yaml"))
+    assert m.datasets[0].path == ds and m.datasets[0].weight == 2 and m.datasets[1].episodes == ("ego0001", "ego0002")
+    eps = {}
+    for split in ("train", "val"):
+        s = WamStream(str(tmp_path / "m.yaml"), cameras=[], normalize=None, split=split)
+        eps[split] = {sid for sid, _ in ids(s.iter_consumer(0, 0, 1) and [w for _, w in s.iter_consumer(0, 0, 1)])}
+    assert not eps["train"] & eps["val"]
+    assert eps["train"] | eps["val"] == {"ep0000", "ep0001", "ep0003", "ego0001", "ego0002"}
+    with pytest.raises(ConfigError, match="unknown split"):
+        WamStream(str(tmp_path / "m.yaml"), cameras=[], normalize=None, split="test")
+    with pytest.raises(ConfigError, match="filter"):
+        load_manifest({"datasets": [{"path": ds, "filter": "__import__('os')"}]})
+
+
+def test_shipped_manifests_parse():
+    import glob
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = sorted(glob.glob(os.path.join(root, "manifests", "*.yaml")))
+    assert len(files) >= 2
+    for f in files:
+        m = load_manifest(f)
+        assert m.datasets and all(d.weight > 0 for d in m.datasets)
+
+
+def test_unknown_camera_and_bad_config(ds):
+    with pytest.raises(ConfigError, match="known: .*front"):
+        WamStream(ds, cameras=["nope"], normalize=None)
+    with pytest.raises(ConfigError):
+        LoaderConfig(history=0)
+    with pytest.raises(ConfigError, match="normalize"):
+        LoaderConfig(normalize="zscore")
+
+
+# ---- stages keep explicit state: one resume property for each ---------------------------------------
+
+@pytest.mark.parametrize("buffer,max_live", [(1, 16), (7, 2), (50, 16)])
+def test_scheduler_fast_forward_matches_uninterrupted(buffer, max_live):
+    windows = [5, 0, 9, 3, 12, 1]
+
+    def emits(s):
+        out = []
+        while (ev := s.step()) is not None:
+            if ev[0] == "emit":
+                out.append(ev[1:3])
+        return out
+
+    full = emits(WindowScheduler(windows, buffer, max_live, 1, 2))
+    assert sorted(full) == sorted((p, a) for p, n in enumerate(windows) for a in range(n))
+    for cut in range(len(full) + 1):
+        s = WindowScheduler(windows, buffer, max_live, 1, 2)
+        live = s.fast_forward(cut)
+        assert len(live) <= max_live
+        assert full[:cut] + emits(s) == full
+
+
+def test_mixture_counts_and_blocks_are_pure():
+    a = list(mixture_counts([1, 2, 0.5], 5000, 3, 1, 0))
+    assert a == list(mixture_counts([1, 2, 0.5], 5000, 3, 1, 0))
+    assert np.bincount(a).tolist()[1] / 5000 == pytest.approx(2 / 3.5, abs=0.03)
+    w = np.array([5, 1, 1, 9, 3, 0, 4])
+    blocks = [block_slice(w, c, 3) for c in range(3)]
+    assert [i for b in blocks for i in b] == list(range(len(w)))
