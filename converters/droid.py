@@ -236,8 +236,9 @@ class DroidRaw(Converter):
     def _videos(self, item, serials) -> dict:
         mp4_dir = os.path.join(item.path, "recordings", "MP4")
         if not os.path.isdir(os.path.join(item.path, "recordings")):
-            raise SourceError(item, "no recordings/ folder in the episode folder (expected "
-                                    f"recordings/MP4/<serial>.mp4 for {', '.join(f'{r}={s}' for r, s in serials.items())})")
+            cams = ", ".join(f"{r}={s}" for r, s in serials.items())
+            raise SourceError(item, f"no recordings/ folder in the episode folder (expected recordings/MP4/<serial>.mp4 "
+                                    f"for {cams})")
         frames = {}
         for role, serial in serials.items():
             path = os.path.join(mp4_dir, f"{serial}.mp4")

@@ -258,6 +258,10 @@ def test_end_to_end_conversion(tree, tmp_path):
         np.testing.assert_array_equal(stored.array("state.gripper").reshape(T), v["state.gripper"][:T])
         np.testing.assert_allclose(stored.array("state.eef_rot"), v["state.eef_rot"][:T], atol=1e-12)
         np.testing.assert_array_equal(stored.array("extra.idle").astype(bool), v["idle"][:T])
+        assert stored.meta["tasks"] == [e["task"]] and stored.meta["success"] is e["success"]
+        cams = stored.meta["cameras"]
+        assert np.shape(cams["wrist"]["extrinsics"]) == (T, 4, 4) and np.shape(cams["exterior_1"]["extrinsics"]) == (4, 4)
+        np.testing.assert_allclose(cams["exterior_2"]["intrinsics"], e["calib"]["exterior_2"]["intrinsics"])
         for role in ROLES:
             frames = stored.frames(role)
             assert frames.shape == (T, 96, 128, 3)
