@@ -59,6 +59,13 @@ def exported(tmp_path_factory):
     return Path(out), eps
 
 
+def _frame_times(path) -> list[float]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(c.streams.video[0])]
+
+
 def _episodes(out: Path) -> list[dict]:
     return pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
 
@@ -132,6 +139,9 @@ def test_videos_concatenated_by_frame_offsets(exported):
             path = out / f"videos/{key}/chunk-{chunk:03d}/file-{fno:03d}.mp4"
             info = video.probe(str(path))
             assert info["frames"] == sum(ep.num_steps for _, ep in members)
+            assert info["fps"] == FPS
+            # Frame k is presented at exactly k / fps: seeking by from_timestamp lands on the episode.
+            assert _frame_times(path) == [k / FPS for k in range(info["frames"])]
             decoded = video.PyAVDecoder().decode(str(path))
             offset = 0
             for row, ep in members:

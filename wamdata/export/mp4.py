@@ -85,6 +85,7 @@ class Mp4Concat:
         self.num_bytes = 0
         self._out = None
         self._stream = None
+        self._tb = 1 / _rate(fps)
 
     def accepts(self, clip: Clip) -> bool:
         return self.signature is None or clip.signature == self.signature
@@ -100,7 +101,7 @@ class Mp4Concat:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._out = av.open(str(self.path), mode="w", format="mp4")
             self._stream = self._out.add_stream_from_template(clip.packets[0].stream)
-            self._stream.time_base = 1 / _rate(self.fps)
+            self._stream.time_base = self._tb
             self.signature = clip.signature
         start = self.num_frames
         first_pts = min(p.pts for p in clip.packets)
@@ -108,7 +109,9 @@ class Mp4Concat:
             # Frame index of the packet inside its clip, from its own time base (exact for pts = i).
             i = round((p.pts - first_pts) * p.time_base * _rate(self.fps))
             p.stream = self._stream
-            p.time_base = self._stream.time_base
+            # Our fixed 1/fps time base: the muxer rescales to its own timescale (the stream's
+            # time_base changes when the header is written, so it must not be read back here).
+            p.time_base = self._tb
             p.pts = p.dts = start + i
             p.duration = 1
             self.num_bytes += p.size
