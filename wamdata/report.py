@@ -56,8 +56,15 @@ def format_summary(s: dict) -> str:
     for name, c in s["cameras"].items():
         lines.append(f"    {name:<14} {c['width']}x{c['height']} @ {c['fps']:g} fps  {c['codec']}")
     lines.append("  features:")
+    extras = [n for n in s["features"] if n.startswith("extra.")]
     for name, f in s["features"].items():
+        if name in extras:
+            continue
         shape = "x".join(map(str, f["shape"])) or "scalar"
         extra = ", ".join(x for x in (f["unit"], f["frame"], f["encoding"], "derived" if f["derived"] else None) if x)
-        lines.append(f"    {name:<32} {f['dtype']:<8} {shape:<8} {extra}")
+        lines.append(f"    {name:<24} {f['dtype']:<8} {shape:<8} {extra}")
+    if extras:
+        groups = sorted({n.split(".")[1] for n in extras})
+        lines.append(f"    extra.* (source fields kept as recorded): {len(extras)} columns in "
+                     f"{', '.join(groups)}  (`wamdata info --json` lists them)")
     return "\n".join(lines)

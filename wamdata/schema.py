@@ -93,6 +93,16 @@ class Feature:
         return cls(**d)
 
 
+SEMANTIC_FIELDS = ("dtype", "shape", "unit", "frame", "encoding", "derived", "names")
+
+
+def declaration_conflict(a: dict, b: dict) -> str | None:
+    """Why two JSON declarations of one feature disagree (dtype, shape, unit, frame, encoding,
+    derived or names), or None when they agree. Descriptions may differ."""
+    diffs = [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in SEMANTIC_FIELDS if a.get(k) != b.get(k)]
+    return "; ".join(diffs) or None
+
+
 def feature_for(name: str, values: np.ndarray, **declared) -> Feature:
     """The Feature of a step column: canonical defaults for canonical names, dtype/shape from values.
 

@@ -79,6 +79,10 @@ def check_dataset(path: str, decode: bool = True) -> CheckReport:
         except WamdataError as e:
             report.problems.append(("shard", str(e)))
             continue
+        if ep.crc32() != row["crc32"]:
+            report.problems.append(("shard", f"{where}: checksum mismatch (crc32 {ep.crc32()}, index "
+                                             f"{row['crc32']}): the shard is damaged; re-convert it"))
+            continue
         if ep.episode_id != row["episode_id"]:
             report.problems.append(("shard", f"{where}: holds episode {ep.episode_id!r}, index says {row['episode_id']!r}"))
             continue

@@ -23,6 +23,7 @@ from wamdata import __version__
 from wamdata.errors import FormatError
 from wamdata.format import layout
 from wamdata.format.writer import UnitResult
+from wamdata.schema import declaration_conflict
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ INDEX_SCHEMA = pa.schema([
     ("shard", pa.string()),
     ("offset", pa.int64()),
     ("size", pa.int64()),
+    ("crc32", pa.int64()),
     ("source", pa.string()),
     ("family", pa.string()),
     ("embodiment", pa.string()),
@@ -167,8 +169,9 @@ class DatasetIndex:
             t = pq.read_table(self.fs.open(p, "rb"))
             md = t.schema.metadata or {}
             for name, feat in json.loads(md.get(b"wamdata.features", b"{}")).items():
-                if features.setdefault(name, feat) != feat:
-                    raise FormatError(f"{p}: feature {name!r} declared as {feat}, elsewhere as {features[name]}")
+                conflict = declaration_conflict(features.setdefault(name, feat), feat)
+                if conflict:
+                    raise FormatError(f"{p}: feature {name!r} declared differently in other shards: {conflict}")
             for name, cam in json.loads(md.get(b"wamdata.cameras", b"{}")).items():
                 cameras.setdefault(name, cam)
             tables.append(t.replace_schema_metadata(None))

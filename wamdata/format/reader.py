@@ -44,6 +44,12 @@ class StoredEpisode:
     def features(self) -> dict[str, Feature]:
         return {n: Feature.from_json(f) for n, f in self.meta["features"].items()}
 
+    def crc32(self) -> int:
+        """The checksum the index records for this sample (member payloads in tar order)."""
+        from wamdata.format.writer import members_crc32
+
+        return members_crc32(self._members.values())
+
     @cached_property
     def steps(self) -> pa.Table:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 from wamdata import __version__
 from wamdata.errors import FormatError
 from wamdata.format import layout, video
-from wamdata.schema import TIMESTAMP, Episode, validate
+from wamdata.schema import Episode, declaration_conflict, validate
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,15 @@ def episode_meta(episode: Episode, key: str, cameras: dict[str, dict]) -> dict:
     }
 
 
+def members_crc32(datas: Iterable[bytes]) -> int:
+    """CRC32 over a sample's member payloads in tar order; the index keeps it so `validate` can tell
+    a damaged shard from a decodable one (video decoders conceal damage instead of failing)."""
+    crc = 0
+    for data in datas:
+        crc = zlib.crc32(data, crc)
+    return crc
+
+
 @dataclass
 class EncodedEpisode:
     """An episode turned into tar members, plus what the index needs to know about it."""
@@ -130,9 +140,11 @@ class EncodedEpisode:
     members: list[tuple[str, bytes]]
     meta: dict
     num_bytes: int = field(init=False)
+    crc32: int = field(init=False)
 
     def __post_init__(self):
         self.num_bytes = sum(len(b) for _, b in self.members)
+        self.crc32 = members_crc32(b for _, b in self.members)
 
 
 def encode_episode(episode: Episode, opts: VideoOptions) -> EncodedEpisode:
@@ -188,6 +200,7 @@ def index_row(enc: EncodedEpisode, shard: str, offset: int, size: int, source_it
         "shard": shard,
         "offset": offset,
         "size": size,
+        "crc32": enc.crc32,
         "source": m["source"],
         "family": m["family"],
         "embodiment": m["embodiment"],
@@ -232,11 +245,10 @@ def failure_record(item_id: str, path: str, err: Exception) -> dict:
 def _merge_declarations(result: UnitResult, meta: dict) -> None:
     """Dataset-level features and cameras; one name declared two ways is an error, not a guess."""
     for name, feat in meta["features"].items():
-        known = result.features.setdefault(name, feat)
-        if known != feat:
-            raise FormatError(
-                f"episode {meta['episode_id']!r}: feature {name!r} declared as {feat} but earlier as {known}"
-            )
+        conflict = declaration_conflict(result.features.setdefault(name, feat), feat)
+        if conflict:
+            raise FormatError(f"episode {meta['episode_id']!r}: feature {name!r} declared differently "
+                              f"from earlier episodes: {conflict}")
     for name, cam in meta["cameras"].items():
         result.cameras.setdefault(name, {k: cam[k] for k in ("width", "height", "fps", "codec")})
 

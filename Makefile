@@ -1,0 +1,42 @@
+# Everything a newcomer or CI needs; each target installs what it uses into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WAMDATA := $(VENV)/bin/wamdata
+# torch==2.13.0 resolves to a CPU build already on this machine's disk; a bare `torch` pulls CUDA (GBs).
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test test-slow test-lerobot bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]' '$(TORCH)'
+	touch $@
+
+install: $(VENV)/.installed
+
+# A small DROID-layout sample (4 good episodes + 2 broken ones, as real trees have), converted with
+# a local Ray on 2 workers; the broken ones are recorded in failures.jsonl and allowed by --max-failures.
+demo: install
+	rm -rf demo
+	$(PY) -m tests.fixtures.droid --out demo/droid_raw --episodes 4
+	$(WAMDATA) convert --source droid --input demo/droid_raw --output demo/droid_wam \
+		--workers 2 --resolution 320x180 --max-failures 2
+	$(WAMDATA) validate demo/droid_wam
+	$(WAMDATA) info demo/droid_wam
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/lint-imports
+
+bench: install
+	$(PY) benchmarks/convert_bench.py
+
+clean:
+	rm -rf demo $(VENV) .pytest_cache

@@ -1,0 +1,63 @@
+"""The CLI as a user meets it: convert (exit codes), sources, info, validate (catches damage)."""
+
+import json
+
+from tests.fixtures.synthetic import SOURCE, write_npz_tree
+from wamdata.cli import main
+
+
+def _convert(src, out, *extra):
+    return main(["convert", "--source", SOURCE, "--input", str(src), "--output", str(out), "--quiet", *extra])
+
+
+def test_convert_info_validate(tmp_path, ray_session, capsys):
+    write_npz_tree(tmp_path / "src", n=3, T=10)
+    assert _convert(tmp_path / "src", tmp_path / "ds") == 0
+    out = capsys.readouterr().out
+    assert "converted 3 episodes" in out and "30 steps" in out
+    assert main(["info", str(tmp_path / "ds"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["episodes"] == 3 and info["steps"] == 30
+    assert info["cameras"]["front"]["width"] == 64
+    assert info["features"]["state.eef_rot"]["unit"] == "quat_xyzw"
+    assert main(["validate", str(tmp_path / "ds")]) == 0
+    assert "OK — 3 episodes, 30 frames decoded" in capsys.readouterr().out
+
+
+def test_exit_status_follows_max_failures(tmp_path, ray_session, capsys):
+    write_npz_tree(tmp_path / "src", n=3, T=10, corrupt=(0,))
+    assert _convert(tmp_path / "src", tmp_path / "a") == 1
+    err = capsys.readouterr().err
+    assert "1 failed items > --max-failures 0" in err
+    assert _convert(tmp_path / "src", tmp_path / "b", "--max-failures", "1") == 0
+
+
+def test_validate_names_the_damaged_shard(tmp_path, ray_session, capsys):
+    write_npz_tree(tmp_path / "src", n=2, T=10)
+    assert _convert(tmp_path / "src", tmp_path / "ds") == 0
+    import wamdata
+
+    row = wamdata.open_dataset(str(tmp_path / "ds")).episodes.to_pylist()[0]
+    shard = tmp_path / "ds" / row["shard"]
+    data = bytearray(shard.read_bytes())
+    mid = row["offset"] + row["size"] // 2
+    data[mid: mid + 64] = bytes(64)  # damage bytes inside the episode's sample
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "ds")]) == 1
+    out = capsys.readouterr().out
+    assert "shard-000000.tar" in out and "problem" in out
+
+
+def test_unknown_source_and_option_are_clear_errors(tmp_path, capsys):
+    assert main(["convert", "--source", "nope", "--input", ".", "--output", str(tmp_path / "x")]) == 2
+    assert "unknown source 'nope'; known: " in capsys.readouterr().err
+    assert main(["convert", "--source", "droid", "--input", ".", "--output", str(tmp_path / "y"),
+                 "--option", "colour=blue"]) == 2
+    assert "droid: unknown option(s) colour; known: " in capsys.readouterr().err
+
+
+def test_sources_lists_converters_with_family(capsys):
+    assert main(["sources"]) == 0
+    out = capsys.readouterr().out
+    assert "droid" in out and "teleop" in out
