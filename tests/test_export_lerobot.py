@@ -239,3 +239,25 @@ def test_mixed_fps_and_existing_output(tmp_path):
         export_lerobot(src, str(tmp_path / "busy"), progress=False)
     export_lerobot(src, str(tmp_path / "busy"), overwrite=True, progress=False)
     assert (tmp_path / "busy" / "meta" / "info.json").exists() and not (tmp_path / "busy" / "file").exists()
+
+
+def test_source_stream_copied_clips(tmp_path):
+    """Datasets whose videos were stream-copied from source files export with exact frame times too."""
+    from wamdata.media import VideoFileFrames
+
+    eps = []
+    for i, T in enumerate((6, 9, 5)):
+        ep = make_episode(i, T, cameras=())
+        frames = textured_frames(T, 48, 64, seed=i)
+        path = tmp_path / f"src{i}.mp4"
+        path.write_bytes(video.encode_video(frames, FPS, "h264")[0])
+        ep.cameras["wrist"] = Camera("wrist", VideoFileFrames(str(path)))
+        eps.append((ep, frames))
+    write_dataset(str(tmp_path / "src"), [e for e, _ in eps], video_codec="copy")
+    out = Path(export_lerobot(str(tmp_path / "src"), str(tmp_path / "out"), progress=False))
+    path = out / "videos/observation.images.wrist/chunk-000/file-000.mp4"
+    assert _frame_times(path) == [k / FPS for k in range(20)]
+    decoded = video.PyAVDecoder().decode(str(path))
+    for row, (ep, frames) in zip(_episodes(out), eps):
+        start = round(row["videos/observation.images.wrist/from_timestamp"] * FPS)
+        assert psnr(decoded[start:start + ep.num_steps], frames) > 30

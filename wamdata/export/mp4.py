@@ -104,10 +104,9 @@ class Mp4Concat:
             self._stream.time_base = self._tb
             self.signature = clip.signature
         start = self.num_frames
-        first_pts = min(p.pts for p in clip.packets)
-        for p in clip.packets:
-            # Frame index of the packet inside its clip, from its own time base (exact for pts = i).
-            i = round((p.pts - first_pts) * p.time_base * _rate(self.fps))
+        # Without reordered frames, decode order is presentation order: packet i of the clip is frame
+        # i of the episode, whatever timestamps the clip carried.
+        for i, p in enumerate(clip.packets):
             p.stream = self._stream
             # Our fixed 1/fps time base: the muxer rescales to its own timescale (the stream's
             # time_base changes when the header is written, so it must not be read back here).
