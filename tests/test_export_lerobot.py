@@ -261,3 +261,15 @@ def test_source_stream_copied_clips(tmp_path):
     for row, (ep, frames) in zip(_episodes(out), eps):
         start = round(row["videos/observation.images.wrist/from_timestamp"] * FPS)
         assert psnr(decoded[start:start + ep.num_steps], frames) > 30
+
+
+def test_cli_export(tmp_path, capsys):
+    from wamdata.cli import main
+
+    src, _ = make_dataset(tmp_path / "src", lengths=(5, 4))
+    assert main(["export", src, "--format", "lerobot", "--output", str(tmp_path / "out"),
+                 "--cameras", "wrist", "--quiet"]) == 0
+    info = json.loads((tmp_path / "out/meta/info.json").read_text())
+    assert info["total_episodes"] == 2 and "observation.images.exterior_1" not in info["features"]
+    assert main(["export", src, "--output", str(tmp_path / "out2"), "--cameras", "nope", "--quiet"]) == 2
+    assert "unknown camera" in capsys.readouterr().err

@@ -89,6 +89,15 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from wamdata.export import FORMATS
+
+    out = FORMATS[args.format](args.dataset, args.output, cameras=args.cameras, repo_id=args.repo_id,
+                               overwrite=args.overwrite, progress=not args.quiet)
+    print(f"exported {args.dataset} as {args.format} to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wamdata", description="Ingest, curate and stream World Action Model data.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -135,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--ray-address", default=None, help="join a Ray cluster instead (e.g. auto)")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
     st.set_defaults(fn=cmd_stats)
+
+    ex = sub.add_parser("export", help="write a dataset in another format (LeRobot v3.0)")
+    ex.add_argument("dataset")
+    ex.add_argument("--format", choices=["lerobot"], default="lerobot", help="target format (default lerobot)")
+    ex.add_argument("--output", required=True, help="folder to create (must not exist or be empty)")
+    ex.add_argument("--cameras", nargs="+", default=None, help="cameras to export (default: all)")
+    ex.add_argument("--repo-id", default="wamdata/export", help="LeRobot repo id recorded in the export")
+    ex.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    ex.set_defaults(fn=cmd_export)
     return p
 
 
