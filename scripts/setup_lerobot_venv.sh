@@ -25,6 +25,11 @@ TORCHVISION=${TORCHVISION_VERSION:-0.28.0}
 TORCHCODEC=${TORCHCODEC_VERSION:-0.13.0}
 LEROBOT=${LEROBOT_VERSION:-0.4.4}
 
+STAMP="$VENV/.installed"
+if [ -f "$STAMP" ] && [ "$STAMP" -nt "$0" ] && [ "$STAMP" -nt pyproject.toml ]; then
+  exit 0  # already set up by this version of the script
+fi
+
 if ! command -v ffmpeg >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
@@ -74,3 +79,4 @@ sys.meta_path.insert(0, _Finder())
 PY
 echo "import _wamdata_tv_shim" > "$SITE/_wamdata_tv_shim.pth"
 "$VENV/bin/python" -c "import lerobot, torch; from lerobot.datasets.lerobot_dataset import LeRobotDataset; import torchcodec; from torchcodec.decoders import VideoDecoder; print('lerobot', lerobot.__version__, 'torch', torch.__version__, 'torchcodec', torchcodec.__version__)"
+touch "$STAMP"

@@ -102,3 +102,18 @@ def test_delta_timestamps_windows(exported):
     assert item["action_is_pad"].tolist() == [False, False, True]
     got_prev = _to_uint8_hwc(item["observation.images.wrist"][0])
     assert psnr(got_prev, eps[e].cameras["wrist"].frames.array[t - 1]) > 30
+
+
+def test_long_concatenated_file_does_not_drift(tmp_path):
+    """40 episodes back to back in one file at 30 fps: the last one's frames are still exact."""
+    lengths = [30 + (i % 7) for i in range(40)]
+    src, eps = make_dataset(tmp_path / "src", lengths=lengths, fps=30, cameras=("wrist",))
+    out = export_lerobot(src, str(tmp_path / "out"), repo_id=REPO, progress=False)
+    d = lerobot_dataset.LeRobotDataset(REPO, root=out)
+    assert len({str(d.meta.get_video_file_path(e, "observation.images.wrist")) for e in range(len(eps))}) == 1
+    starts = np.cumsum([0] + lengths)
+    for e in (len(eps) - 2, len(eps) - 1):
+        for t in (0, lengths[e] - 1):
+            item = d[int(starts[e] + t)]
+            got = _to_uint8_hwc(item["observation.images.wrist"])
+            assert psnr(got, eps[e].cameras["wrist"].frames.array[t]) > 30, (e, t)
