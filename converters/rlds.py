@@ -30,6 +30,7 @@ Non-RGB images (depth, 1-channel) are not converted; they are listed in ``metada
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import re
@@ -41,7 +42,7 @@ import numpy as np
 from converters import tfrecord_io as tfr
 from converters.rlds_mapping import FieldSpec, apply_conversion, decode_field, flatten_features, load_preset
 from wamdata.errors import SourceError
-from wamdata.media import encoded_image_frames
+from wamdata.media import LazyFrames, decode_image, encoded_image_frames
 from wamdata.schema import Camera, Episode, LanguageSegment
 from wamdata.sources import Converter, SourceItem, register
 
@@ -50,6 +51,7 @@ DEFAULT_FPS = 10.0
 _SHARD_RE = re.compile(r"^(?P<name>.+)-(?P<split>[^-.]+)\.tfrecord(?:-(?P<shard>\d+)-of-\d+)?$")
 
 
+@functools.lru_cache(maxsize=256)
 def _fs(path: str):
     import fsspec
 
@@ -68,6 +70,10 @@ def _jsonable(v):
     if isinstance(v, (bytes, bytearray)):
         return v.decode("utf-8", "replace")
     return v
+
+
+def _decode_at(images: list[bytes], i: int) -> np.ndarray:
+    return decode_image(images[i])
 
 
 @register("rlds")
@@ -237,9 +243,14 @@ class RLDS(Converter):
                 unconverted[key] = f"non-RGB image ({fs.dtype}, shape {fs.shape}) is not converted"
                 continue
             role = roles.get(key, key.rsplit("/", 1)[-1])
-            frames = encoded_image_frames(images)
-            first = frames.load(0)
-            placeholder = len(set(images)) == 1 and int(first.min()) == int(first.max())
+            if len(fs.shape) == 3 and min(fs.shape) > 0:  # size declared: no eager decode needed
+                frames = LazyFrames(len(images), fs.shape[0], fs.shape[1], functools.partial(_decode_at, images))
+            else:
+                frames = encoded_image_frames(images)
+            placeholder = False
+            if len(set(images)) == 1:  # one image repeated: a placeholder camera if it is also constant
+                first = decode_image(images[0])
+                placeholder = int(first.min()) == int(first.max())
             ep.cameras[role] = Camera(role, frames, fps=ep.fps, metadata={
                 "source_key": key, "encoding": fs.encoding, "placeholder": placeholder})
 
