@@ -32,6 +32,12 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+# Interop with the real lerobot 0.4.x in its own venv (.venv-lerobot; needs the system FFmpeg, which
+# the script installs with apt-get when run as root).
+test-lerobot: install
+	bash scripts/setup_lerobot_venv.sh
+	HF_HUB_OFFLINE=1 .venv-lerobot/bin/python -m pytest -q -m lerobot tests/test_export_lerobot_interop.py
+
 lint: install
 	$(VENV)/bin/lint-imports
 

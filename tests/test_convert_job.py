@@ -129,6 +129,14 @@ def test_stream_copy_keeps_the_source_bitstream(tmp_path, ray_session):
 
     src = PyAVDecoder().decode(str(tmp_path / "src" / "ep0000.mp4"))
     np.testing.assert_array_equal(ep.frames("front"), src)
+    # frame i is stamped at i / fps, so timestamp-based readers find the same frames
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(ep.video_bytes("front"))) as c:
+        times = [float(f.pts * f.time_base) for f in c.decode(c.streams.video[0])]
+    np.testing.assert_allclose(times, np.arange(12) / 10.0, atol=1e-6)
 
 
 def test_resolution_resizes_frames(tmp_path, ray_session):

@@ -114,20 +114,21 @@ def stream_copy(path: str, fps: float, max_frames: int | None = None) -> tuple[b
 
     buf = io.BytesIO()
     n = 0
+    # The muxer may replace the stream's time base once writing starts (e.g. 1/10240 for 10 fps), so
+    # packets are stamped in a fixed 1/fps base and the muxer rescales them.
+    frame_tb = Fraction(1, 1) / _rate(fps)
     with av.open(path) as src, av.open(buf, mode="w", format="mp4") as out:
         ins = src.streams.video[0]
         outs = out.add_stream_from_template(ins)
-        outs.time_base = Fraction(1, 1) / _rate(fps)
+        outs.time_base = frame_tb
         for packet in src.demux(ins):
             if packet.size == 0:
                 continue
             if max_frames is not None and n >= max_frames:
                 break
             packet.stream = outs
-            packet.pts = packet.dts = None
-            packet.pts = n
-            packet.dts = n
-            packet.time_base = outs.time_base
+            packet.time_base = frame_tb
+            packet.pts = packet.dts = n
             packet.duration = 1
             out.mux(packet)
             n += 1
