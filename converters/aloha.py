@@ -176,7 +176,7 @@ class Aloha(Converter):
                 short = key[len("/observations/"):] if key.startswith("/observations/") else key[1:]
                 ep.add("extra." + short.replace("/", "."), values)
         if "action.joint_pos" in ep.steps:
-            ep.action_space = "joint_absolute"
+            ep.action_space = "joint_pos"
         compress_len = np.asarray(f["/compress_len"][()]) if "/compress_len" in datasets else None
         for key in image_keys:
             self._camera(ep, item, datasets[key], key, T, compress_len)

@@ -31,7 +31,7 @@ def test_aloha_values_cameras_and_names(tmp_path, compress):
     for item in items:
         ep = validate(conv.read(item))
         truth = written[item.path]
-        assert ep.family == "teleop" and ep.fps == 50.0 and ep.action_space == "joint_absolute"
+        assert ep.family == "teleop" and ep.fps == 50.0 and ep.action_space == "joint_pos"
         np.testing.assert_array_equal(ep.steps["state.joint_pos"], truth["qpos"])
         np.testing.assert_array_equal(ep.steps["state.joint_vel"], truth["qvel"])
         np.testing.assert_array_equal(ep.steps["action.joint_pos"], truth["action"])
