@@ -258,7 +258,7 @@ class WamStream:
     # ---- the consumer's sample sequence ---------------------------------------------------------
     def iter_consumer(self, epoch: int, consumer: int, num_consumers: int, start: int = 0) -> Iterator[tuple[int, dict]]:
         """(count emitted so far including this one, sample) for one consumer's epoch from ``start``."""
-        from wamdata.format.video import get_decoder
+        from wamdata.loader.decode import make_decoder
 
         cfg = self.config
         total = self.consumer_length(epoch, consumer, num_consumers)
@@ -268,7 +268,7 @@ class WamStream:
         weights = [s.spec.weight if w > 0 else 0.0 for s, w in zip(self.sources, first)]
         if not any(weights):
             return
-        decoder = get_decoder(cfg.decoder, cfg.decoder_threads)   # created here: in the worker
+        decoder = make_decoder(cfg.decoder, cfg.decoder_threads)   # created here: in the worker
         picks = mixture_counts(weights, total, cfg.seed, epoch, consumer)
         done = np.zeros(len(self.sources), np.int64)
         for _ in range(start):

@@ -1,0 +1,319 @@
+"""Loader throughput and memory: wamdata's WamStream against per-sample seek-and-decode.
+
+Builds one dataset (default 200 episodes x 300 steps, 2 cameras 180x320, H.264) and measures, each in a
+fresh child process (so peak RSS is that method's own), samples/s and peak RSS of:
+
+- ``wamdata``: WamStream -> stream.dataloader(batch_size=32), 0 and 2 DataLoader workers;
+- ``seek``: a map-style dataset equivalent to LeRobotDataset's video path: per sample and per camera,
+  open the episode's MP4, PyAV-seek to the keyframe before the first requested timestamp and decode up
+  to the last one (history + future frames), random sample order, 0 and 2 workers;
+- ``lerobot``: lerobot's own LeRobotDataset on the same frames (exported with
+  ``wamdata.export.lerobot.export_lerobot``), when ``lerobot`` is importable;
+- ``ceiling``: the raw sequential decode rate of the same videos (PyAV, RGB), as samples/s = frames/s
+  divided by the number of cameras (a sample needs one new frame per camera), in 1 and 2 processes.
+
+Every sample: 2 history frames + 3 future frames (t+4, t+8, t+16) per camera, state, 16 actions.
+
+    python benchmarks/loader_bench.py --small        # 24 episodes x 150 steps, quick
+    python benchmarks/loader_bench.py                # the full run (builds ~60k frames per camera)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HISTORY, FUTURE, HORIZON, BATCH = 2, (4, 8, 16), 16, 32
+
+
+# ---- dataset ---------------------------------------------------------------------------------------
+
+def _texture(rng, h, w):
+    import cv2
+
+    small = rng.integers(0, 255, (h // 8 + 2, w // 8 + 2, 3), dtype=np.uint8)
+    return cv2.resize(small, (w * 2, h * 2), interpolation=cv2.INTER_CUBIC)
+
+
+def _episode(e: int, steps: int, size, cams):
+    from wamdata.schema import ArrayFrames, Camera, Episode
+
+    rng = np.random.default_rng(e)
+    h, w = size
+    ts = np.arange(steps, dtype=np.float64) / 15.0
+    ep = Episode(f"bench/{e:05d}", "bench", "teleop", "franka", 15.0, steps={"timestamp": ts},
+                 tasks=["pick"], action_space="eef_abs")
+    pos = np.cumsum(rng.normal(0, 0.01, (steps, 3)), axis=0)
+    ep.add("state.eef_pos", pos)
+    ep.add("state.gripper", (np.arange(steps) // 50 % 2).astype(np.float64)[:, None])
+    ep.add("action.eef_pos", pos + 0.01)
+    ep.add("action.gripper", (np.arange(steps) // 50 % 2).astype(np.float64)[:, None])
+    for c in range(cams):
+        tex = _texture(rng, h, w)
+        frames = np.stack([tex[(t * 2) % h: (t * 2) % h + h, (t * 3) % w: (t * 3) % w + w] for t in range(steps)])
+        ep.cameras[f"cam{c}"] = Camera(f"cam{c}", ArrayFrames(frames))
+    return ep
+
+
+def build(path, episodes, steps, size, cams):
+    from wamdata.format.writer import write_dataset
+    from wamdata.stats import compute_stats
+
+    t0 = time.perf_counter()
+    write_dataset(path, (_episode(e, steps, size, cams) for e in range(episodes)), shard_size_mb=32)
+    compute_stats(path)
+    return time.perf_counter() - t0
+
+
+def extract_mp4s(path, out):
+    """The MP4s as files (LeRobot reads video files from disk), plus state/actions arrays."""
+    import wamdata
+
+    ds = wamdata.open_dataset(path)
+    os.makedirs(out, exist_ok=True)
+    index = []
+    for shard in ds.shards:
+        for ep in ds.iter_shard(shard):
+            files = {}
+            for cam in ep.cameras:
+                f = os.path.join(out, f"{ep.key}.{cam}.mp4")
+                with open(f, "wb") as fh:
+                    fh.write(ep.video_bytes(cam))
+                files[cam] = f
+            np.save(os.path.join(out, f"{ep.key}.state.npy"),
+                    np.concatenate([ep.array("state.eef_pos"), ep.array("state.gripper")], 1).astype(np.float32))
+            np.save(os.path.join(out, f"{ep.key}.action.npy"),
+                    np.concatenate([ep.array("action.eef_pos"), ep.array("action.gripper")], 1).astype(np.float32))
+            index.append({"key": ep.key, "steps": ep.num_steps, "fps": ep.meta["fps"], "videos": files})
+    with open(os.path.join(out, "index.json"), "w") as fh:
+        json.dump(index, fh)
+
+
+# ---- methods (each runs in its own process) ----------------------------------------------------------
+
+def run_wamdata(a):
+    from wamdata.loader import WamStream
+
+    stream = WamStream(a.dataset, cameras=a.cameras, history=HISTORY, future=FUTURE, action_horizon=HORIZON,
+                       image_size=tuple(a.size), seed=0, shuffle_buffer=a.buffer, normalize="stats")
+    dl = stream.dataloader(batch_size=BATCH, num_workers=a.workers)
+    return _consume(dl, a.samples)
+
+
+class SeekDataset:
+    """LeRobotDataset's video path, per sample: for each camera, open the file, seek to the keyframe at
+    or before the first requested timestamp, decode forward to the last, keep the requested frames."""
+
+    def __init__(self, mp4_dir, cams):
+        with open(os.path.join(mp4_dir, "index.json")) as fh:
+            self.index = json.load(fh)
+        self.dir, self.cams = mp4_dir, cams
+        self.items = [(i, t) for i, e in enumerate(self.index) for t in range(e["steps"])]
+        self._arrays = {}
+
+    def __len__(self):
+        return len(self.items)
+
+    def _decode(self, path, fps, wanted):
+        import av
+
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            tb = s.time_base
+            first = min(wanted) / fps
+            c.seek(int(first / tb), stream=s, backward=True, any_frame=False)
+            out, want = {}, set(wanted)
+            for frame in c.decode(s):
+                i = int(round(float(frame.pts * tb) * fps))
+                if i in want:
+                    out[i] = frame.to_ndarray(format="rgb24")
+                if i >= max(wanted):
+                    break
+        return np.stack([out[i] for i in wanted])
+
+    def __getitem__(self, k):
+        import torch
+
+        i, t = self.items[k]
+        e = self.index[i]
+        T = e["steps"]
+        hist = [max(t - h, 0) for h in range(HISTORY - 1, -1, -1)]
+        fut = [min(t + f, T - 1) for f in FUTURE]
+        sample = {}
+        for cam in self.cams:
+            frames = self._decode(e["videos"][cam], e["fps"], sorted(set(hist + fut)))
+            pick = {v: j for j, v in enumerate(sorted(set(hist + fut)))}
+            sample[f"frames.{cam}"] = torch.from_numpy(frames[[pick[h] for h in hist]])
+            sample[f"future.{cam}"] = torch.from_numpy(frames[[pick[f] for f in fut]])
+        if i not in self._arrays:
+            self._arrays[i] = (np.load(os.path.join(self.dir, f"{e['key']}.state.npy")),
+                               np.load(os.path.join(self.dir, f"{e['key']}.action.npy")))
+        st, ac = self._arrays[i]
+        sample["state"] = torch.from_numpy(st[hist])
+        sample["actions"] = torch.from_numpy(ac[np.clip(np.arange(t, t + HORIZON), 0, T - 1)])
+        return sample
+
+
+def run_seek(a):
+    import torch
+
+    ds = SeekDataset(a.mp4_dir, a.cameras)
+    g = torch.Generator().manual_seed(0)
+    dl = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, generator=g, num_workers=a.workers)
+    return _consume(dl, a.samples)
+
+
+def run_lerobot(a):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset  # noqa: F401  (checked by the caller)
+    import torch
+
+    from wamdata.export.lerobot import export_lerobot
+
+    out = os.path.join(a.work, "lerobot")
+    if not os.path.exists(out):
+        export_lerobot(a.dataset, out)
+    fps = 15.0
+    keys = [f"observation.images.{c}" for c in a.cameras]
+    deltas = {k: [(-h) / fps for h in range(HISTORY - 1, -1, -1)] + [f / fps for f in FUTURE] for k in keys}
+    deltas["action"] = [k / fps for k in range(HORIZON)]
+    ds = LeRobotDataset("wamdata/export", root=out, delta_timestamps=deltas)
+    g = torch.Generator().manual_seed(0)
+    dl = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True, generator=g, num_workers=a.workers)
+    return _consume(dl, a.samples)
+
+
+def run_ceiling(a):
+    """Sequential decode of whole videos, ``a.workers or 1`` processes on disjoint episodes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with open(os.path.join(a.mp4_dir, "index.json")) as fh:
+        index = json.load(fh)
+    files = [e["videos"][c] for e in index for c in a.cameras]
+    budget = a.samples * len(a.cameras)   # frames to decode
+    procs = max(1, a.workers)
+    chunks = [files[i::procs] for i in range(procs)]
+    t0 = time.perf_counter()
+    if procs == 1:
+        frames = _decode_files(chunks[0], budget)
+    else:
+        with ProcessPoolExecutor(procs) as ex:
+            frames = sum(ex.map(_decode_files, chunks, [budget // procs] * procs))
+    dt = time.perf_counter() - t0
+    return {"samples": frames / len(a.cameras), "seconds": dt, "first_s": None}
+
+
+def _decode_files(files, budget):
+    from wamdata.format.video import get_decoder
+
+    dec = get_decoder("pyav")
+    n = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            data = fh.read()
+        for _ in dec.iter_frames(data):
+            n += 1
+        if n >= budget:
+            break
+    return n
+
+
+def _consume(dl, limit):
+    t0 = time.perf_counter()
+    n, first = 0, None
+    for batch in dl:
+        n += len(batch["state"])
+        if first is None:
+            first = time.perf_counter() - t0
+        if n >= limit:
+            break
+    return {"samples": n, "seconds": time.perf_counter() - t0, "first_s": first}
+
+
+def child(a):
+    fn = {"wamdata": run_wamdata, "seek": run_seek, "lerobot": run_lerobot, "ceiling": run_ceiling}[a.method]
+    res = fn(a)
+    res["rss_self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print("RESULT " + json.dumps(res))
+
+
+def spawn(a, method, workers, samples):
+    cmd = [sys.executable, __file__, "--child", method, "--workers", str(workers), "--samples", str(samples),
+           "--dataset", a.dataset, "--mp4-dir", a.mp4_dir, "--work", a.work, "--buffer", str(a.buffer),
+           "--size", *map(str, a.size), "--cameras", *a.cameras]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            r = json.loads(line[7:])
+            r["rate"] = r["samples"] / r["seconds"]
+            # peak RSS: the process itself plus (for workers) the largest child times the worker count
+            r["rss_mb"] = r["rss_self_mb"] + r["rss_children_mb"] * max(1, workers if workers else 0)
+            return r
+    raise RuntimeError(f"{method} failed:\n{out.stderr[-3000:]}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--small", action="store_true", help="24 episodes x 150 steps, fewer samples")
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--size", type=int, nargs=2, default=[180, 320], metavar=("H", "W"))
+    p.add_argument("--cameras", nargs="+", default=["cam0", "cam1"])
+    p.add_argument("--buffer", type=int, default=2048, help="WamStream shuffle_buffer")
+    p.add_argument("--samples", type=int, default=None, help="samples per measurement")
+    p.add_argument("--seek-samples", type=int, default=None)
+    p.add_argument("--work", default=None, help="folder for the dataset (kept between runs)")
+    p.add_argument("--child", dest="method", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--mp4-dir", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.method:
+        return child(a)
+    if a.small:
+        a.episodes, a.steps = 24, 150
+    a.samples = a.samples or (2000 if a.small else 8000)
+    seek_samples = a.seek_samples or (256 if a.small else 640)
+    a.work = a.work or os.path.join(tempfile.gettempdir(), f"wam_loader_bench_{a.episodes}x{a.steps}")
+    a.dataset = os.path.join(a.work, "dataset")
+    a.mp4_dir = os.path.join(a.work, "mp4")
+    if not os.path.exists(os.path.join(a.dataset, "stats.json")):
+        print(f"building {a.episodes} episodes x {a.steps} steps, {len(a.cameras)} cameras "
+              f"{a.size[0]}x{a.size[1]} H.264 in {a.dataset} ...", flush=True)
+        print(f"  built in {build(a.dataset, a.episodes, a.steps, tuple(a.size), len(a.cameras)):.1f} s")
+        extract_mp4s(a.dataset, a.mp4_dir)
+    rows = []
+    for workers in (0, 2):
+        for method, n in (("ceiling", a.samples), ("wamdata", a.samples), ("seek", seek_samples)):
+            r = spawn(a, method, workers, n)
+            rows.append((method, workers, r))
+            print(f"{method:8s} workers={workers}: {r['rate']:8.1f} samples/s  peak RSS {r['rss_mb']:7.0f} MB"
+                  f"  ({r['samples']:.0f} samples in {r['seconds']:.1f} s)", flush=True)
+        try:
+            import lerobot  # noqa: F401
+        except ImportError:
+            if workers == 0:
+                print("lerobot   not importable: skipped (pip install lerobot to compare)")
+        else:
+            r = spawn(a, "lerobot", workers, seek_samples)
+            rows.append(("lerobot", workers, r))
+            print(f"lerobot  workers={workers}: {r['rate']:8.1f} samples/s  peak RSS {r['rss_mb']:7.0f} MB")
+    rate = {(m, w): r["rate"] for m, w, r in rows}
+    print()
+    print("| workers | wamdata samples/s | seek baseline | x seek | ceiling | % of ceiling |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for w in (0, 2):
+        wam, seek, ceil = rate[("wamdata", w)], rate[("seek", w)], rate[("ceiling", w)]
+        print(f"| {w} | {wam:.0f} | {seek:.1f} | {wam / seek:.1f}x | {ceil:.0f} | {100 * wam / ceil:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()
