@@ -58,6 +58,12 @@ def _fs(path: str):
     return fsspec.core.url_to_fs(path)
 
 
+def _url(fs, path: str) -> str:
+    """A path fsspec can open again on a worker: local paths stay plain, remote ones keep their protocol."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return path if "file" in protocols or "local" in protocols else fs.unstrip_protocol(path)
+
+
 def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", s)
 
@@ -130,8 +136,8 @@ class RLDS(Converter):
                 for s in spans:
                     yield SourceItem(
                         id=_safe(f"{name}_{version}_{base}") + f"_{s.index:06d}",
-                        path=shard, index=s.index,
-                        info={"offset": s.offset, "length": s.length, "error": s.error, "dataset_dir": vdir,
+                        path=_url(fs, shard), index=s.index,
+                        info={"offset": s.offset, "length": s.length, "error": s.error, "dataset_dir": _url(fs, vdir),
                               "dataset": name, "version": version, "split": split},
                     )
 

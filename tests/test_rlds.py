@@ -254,3 +254,19 @@ def test_contract_deterministic_discover_and_read(tmp_path):
             for cam in e1.cameras:
                 np.testing.assert_array_equal(np.stack(list(e1.cameras[cam].frames.iter_frames())),
                                               np.stack(list(e2.cameras[cam].frames.iter_frames())))
+
+
+def test_fsspec_url_input(tmp_path):
+    """A non-local fsspec URL (memory://) is discovered and read, items keep the protocol for workers."""
+    import fsspec
+
+    folder, expected = write_droid_rlds(str(tmp_path), lengths=(5, 6), shards=1)
+    mem = fsspec.filesystem("memory")
+    for name in os.listdir(folder):
+        mem.pipe(f"/rlds_url_test/droid_100/1.0.0/{name}", open(os.path.join(folder, name), "rb").read())
+    conv = RLDS(preset="droid")
+    items = list(conv.discover("memory://rlds_url_test"))
+    assert len(items) == 2 and all(i.path.startswith("memory://") for i in items)
+    ep = validate(conv.read(items[1]))
+    np.testing.assert_array_equal(ep.steps["state.joint_pos"], expected[(os.path.basename(items[1].path), 1)]["obs/joint_position"])
+    mem.rm("/rlds_url_test", recursive=True)
