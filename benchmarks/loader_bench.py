@@ -9,8 +9,14 @@ fresh child process (so peak RSS is that method's own), samples/s and peak RSS o
   to the last one (history + future frames), random sample order, 0 and 2 workers;
 - ``lerobot``: lerobot's own LeRobotDataset on the same frames (exported with
   ``wamdata.export.lerobot.export_lerobot``), when ``lerobot`` is importable;
-- ``ceiling``: the raw sequential decode rate of the same videos (PyAV, RGB), as samples/s = frames/s
-  divided by the number of cameras (a sample needs one new frame per camera), in 1 and 2 processes.
+- ``ceiling``: the raw sequential decode rate of the same videos to RGB with the loader's decoder
+  (PyAV + OpenCV YUV->RGB), as samples/s = frames/s divided by the number of cameras (a sample needs one
+  new frame per camera), in 1 and 2 processes; ``ceiling-sws`` the same with PyAV's own RGB conversion
+  (libswscale), for reference.
+
+Rates are given two ways: ``overall`` (from creating the iterator to the last sample, including the
+time to fill the shuffle buffer) and ``steady`` (after the first batch), with the time to the first
+batch. The ratios in the summary use steady rates for the loaders (the regime of a training run).
 
 Every sample: 2 history frames + 3 future frames (t+4, t+8, t+16) per camera, state, 16 actions.
 
@@ -201,19 +207,25 @@ def run_ceiling(a):
     procs = max(1, a.workers)
     chunks = [files[i::procs] for i in range(procs)]
     t0 = time.perf_counter()
+    sws = a.method == "ceiling-sws"
     if procs == 1:
-        frames = _decode_files(chunks[0], budget)
+        frames = _decode_files(chunks[0], budget, sws)
     else:
         with ProcessPoolExecutor(procs) as ex:
-            frames = sum(ex.map(_decode_files, chunks, [budget // procs] * procs))
+            frames = sum(ex.map(_decode_files, chunks, [budget // procs] * procs, [sws] * procs))
     dt = time.perf_counter() - t0
     return {"samples": frames / len(a.cameras), "seconds": dt, "first_s": None}
 
 
-def _decode_files(files, budget):
-    from wamdata.format.video import get_decoder
+def _decode_files(files, budget, sws=False):
+    if sws:
+        from wamdata.format.video import get_decoder
 
-    dec = get_decoder("pyav")
+        dec = get_decoder("pyav")
+    else:
+        from wamdata.loader.decode import LoaderDecoder
+
+        dec = LoaderDecoder()
     n = 0
     for f in files:
         with open(f, "rb") as fh:
@@ -227,18 +239,20 @@ def _decode_files(files, budget):
 
 def _consume(dl, limit):
     t0 = time.perf_counter()
-    n, first = 0, None
+    n, first, n_first = 0, None, 0
     for batch in dl:
         n += len(batch["state"])
         if first is None:
-            first = time.perf_counter() - t0
+            first, n_first = time.perf_counter() - t0, n
         if n >= limit:
             break
-    return {"samples": n, "seconds": time.perf_counter() - t0, "first_s": first}
+    dt = time.perf_counter() - t0
+    return {"samples": n, "seconds": dt, "first_s": first, "steady": (n - n_first) / max(dt - first, 1e-9)}
 
 
 def child(a):
-    fn = {"wamdata": run_wamdata, "seek": run_seek, "lerobot": run_lerobot, "ceiling": run_ceiling}[a.method]
+    fn = {"wamdata": run_wamdata, "seek": run_seek, "lerobot": run_lerobot, "ceiling": run_ceiling,
+          "ceiling-sws": run_ceiling}[a.method]
     res = fn(a)
     res["rss_self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -254,6 +268,7 @@ def spawn(a, method, workers, samples):
         if line.startswith("RESULT "):
             r = json.loads(line[7:])
             r["rate"] = r["samples"] / r["seconds"]
+            r.setdefault("steady", r["rate"])
             # peak RSS: the process itself plus (for workers) the largest child times the worker count
             r["rss_mb"] = r["rss_self_mb"] + r["rss_children_mb"] * max(1, workers if workers else 0)
             return r
@@ -292,11 +307,14 @@ def main():
         extract_mp4s(a.dataset, a.mp4_dir)
     rows = []
     for workers in (0, 2):
-        for method, n in (("ceiling", a.samples), ("wamdata", a.samples), ("seek", seek_samples)):
+        for method, n in (("ceiling", a.samples), ("ceiling-sws", a.samples), ("wamdata", a.samples),
+                          ("seek", seek_samples)):
             r = spawn(a, method, workers, n)
             rows.append((method, workers, r))
-            print(f"{method:8s} workers={workers}: {r['rate']:8.1f} samples/s  peak RSS {r['rss_mb']:7.0f} MB"
-                  f"  ({r['samples']:.0f} samples in {r['seconds']:.1f} s)", flush=True)
+            first = f"first batch {r['first_s']:.1f} s" if r["first_s"] is not None else ""
+            print(f"{method:11s} workers={workers}: overall {r['rate']:7.1f}  steady {r['steady']:7.1f} samples/s"
+                  f"  peak RSS {r['rss_mb']:6.0f} MB  ({r['samples']:.0f} samples, {r['seconds']:.1f} s) {first}",
+                  flush=True)
         try:
             import lerobot  # noqa: F401
         except ImportError:
@@ -306,13 +324,15 @@ def main():
             r = spawn(a, "lerobot", workers, seek_samples)
             rows.append(("lerobot", workers, r))
             print(f"lerobot  workers={workers}: {r['rate']:8.1f} samples/s  peak RSS {r['rss_mb']:7.0f} MB")
-    rate = {(m, w): r["rate"] for m, w, r in rows}
+    rate = {(m, w): r["steady"] for m, w, r in rows}
+    overall = {(m, w): r["rate"] for m, w, r in rows}
     print()
-    print("| workers | wamdata samples/s | seek baseline | x seek | ceiling | % of ceiling |")
+    print("| workers | wamdata steady (overall) samples/s | seek baseline | x seek | ceiling | % of ceiling |")
     print("|---:|---:|---:|---:|---:|---:|")
     for w in (0, 2):
         wam, seek, ceil = rate[("wamdata", w)], rate[("seek", w)], rate[("ceiling", w)]
-        print(f"| {w} | {wam:.0f} | {seek:.1f} | {wam / seek:.1f}x | {ceil:.0f} | {100 * wam / ceil:.0f}% |")
+        print(f"| {w} | {wam:.0f} ({overall[('wamdata', w)]:.0f}) | {seek:.1f} | {wam / seek:.1f}x | {ceil:.0f} "
+              f"| {100 * wam / ceil:.0f}% |")
 
 
 if __name__ == "__main__":

@@ -308,3 +308,16 @@ def test_mixture_counts_and_blocks_are_pure():
     w = np.array([5, 1, 1, 9, 3, 0, 4])
     blocks = [block_slice(w, c, 3) for c in range(3)]
     assert [i for b in blocks for i in b] == list(range(len(w)))
+
+
+def test_numpy_batches_equal_stacked_samples(ds):
+    kw = dict(cameras=["front", "wrist"], normalize=None, shuffle_buffer=20, image_size=(8, 12))
+    samples = list(WamStream(ds, **kw))
+    batches = list(WamStream(ds, **kw).batches(16))
+    assert sum(len(b["t"]) for b in batches) == len(samples)
+    b0 = batches[0]
+    assert b0["frames"]["wrist"].shape == (16, 2, 8, 12, 3) and b0["language"] == [s["language"] for s in samples[:16]]
+    for k in ("state", "actions", "actions_is_pad", "future_is_pad", "camera_mask"):
+        np.testing.assert_array_equal(b0[k], np.stack([s[k] for s in samples[:16]]))
+    np.testing.assert_array_equal(batches[-1]["future_frames"]["front"],
+                                  np.stack([s["future_frames"]["front"] for s in samples[16 * (len(batches) - 1):]]))

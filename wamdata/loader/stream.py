@@ -152,7 +152,7 @@ class _DatasetCursor:
         for pos in live:
             self._load(pos)
 
-    def next(self) -> dict:
+    def next(self, stack: bool = True) -> dict:
         empty = 0
         while True:
             ev = self.sched.step()
@@ -167,7 +167,7 @@ class _DatasetCursor:
                 self._load(ev[1])
                 continue
             _, pos, anchor, last = ev
-            sample = self.loaded[pos].window(anchor)
+            sample = self.loaded[pos].window(anchor, stack)
             if last:
                 del self.loaded[pos]
             return sample
@@ -256,8 +256,10 @@ class WamStream:
         return sum(s.plan.total_windows for s in self.sources)
 
     # ---- the consumer's sample sequence ---------------------------------------------------------
-    def iter_consumer(self, epoch: int, consumer: int, num_consumers: int, start: int = 0) -> Iterator[tuple[int, dict]]:
-        """(count emitted so far including this one, sample) for one consumer's epoch from ``start``."""
+    def iter_consumer(self, epoch: int, consumer: int, num_consumers: int, start: int = 0,
+                      stack: bool = True) -> Iterator[tuple[int, dict]]:
+        """(count emitted so far including this one, sample) for one consumer's epoch from ``start``.
+        ``stack=False``: frames as lists of arrays (see :func:`wamdata.loader.batch.collate`)."""
         from wamdata.loader.decode import make_decoder
 
         cfg = self.config
@@ -283,7 +285,7 @@ class WamStream:
                 c = cursors.get(d)
                 if c is None:
                     cursors[d] = c = _DatasetCursor(self, self.sources[d], epoch, consumer, num_consumers, decoder)
-                sample = c.next()
+                sample = c.next(stack)
                 i += 1
                 yield i, sample
         finally:
@@ -296,6 +298,24 @@ class WamStream:
         for i, sample in self.iter_consumer(self.epoch, rank, world, self._emitted):
             self._emitted = i
             yield sample
+        self.epoch += 1
+        self._emitted = 0
+
+    def batches(self, batch_size: int) -> Iterator[dict]:
+        """Plain iteration in numpy batches (frames copied once, straight into the batch arrays);
+        the last batch of an epoch may be smaller. State as for plain iteration."""
+        from wamdata.loader.batch import collate
+
+        rank, world = _rank_world(self.config)
+        group = []
+        for i, sample in self.iter_consumer(self.epoch, rank, world, self._emitted, stack=False):
+            group.append(sample)
+            if len(group) == batch_size:
+                self._emitted = i
+                yield collate(group)
+                group = []
+        if group:
+            yield collate(group)
         self.epoch += 1
         self._emitted = 0
 
@@ -312,11 +332,13 @@ class WamStream:
         self.epoch, self._emitted = int(state["epoch"]), int(state["emitted"][0])
 
     # ---- adapters ----------------------------------------------------------------------------------
-    def torch(self):
-        """A ``torch.utils.data.IterableDataset`` of tensor samples (splits over DataLoader workers)."""
+    def torch(self, batch_size: int | None = None):
+        """A ``torch.utils.data.IterableDataset`` of tensor samples (splits over DataLoader workers);
+        with ``batch_size`` it yields whole batches (use ``DataLoader(..., batch_size=None)``), which
+        saves a copy of every frame over the DataLoader's collation."""
         from wamdata.loader.torch_adapter import TorchStream
 
-        return TorchStream(self)
+        return TorchStream(self, batch_size=batch_size)
 
     def dataloader(self, batch_size: int, num_workers: int = 0, **kwargs):
         """A torch DataLoader over :meth:`torch` whose ``state_dict()`` resumes exactly, with any

@@ -38,15 +38,57 @@ def to_tensors(sample: dict) -> dict:
     return out
 
 
+def _tensor_alloc(shared: bool):
+    """An ``alloc`` for :func:`batch.collate` that backs each numpy array by a torch tensor (in shared
+    memory inside DataLoader workers, as torch's own collation does) and remembers the tensor."""
+    import math
+
+    import numpy as np
+
+    torch = _torch_mod
+    made = {}
+
+    def alloc(shape, dtype):
+        tdt = torch.from_numpy(np.empty(0, dtype)).dtype
+        t = None
+        if shared:
+            try:
+                elem = torch.empty(0, dtype=tdt)
+                t = elem.new(elem._typed_storage()._new_shared(math.prod(shape), device="cpu")).resize_(shape)
+            except (AttributeError, RuntimeError):
+                t = None
+        if t is None:
+            t = torch.empty(shape, dtype=tdt)
+        arr = t.numpy()
+        made[id(arr)] = (arr, t)
+        return arr
+
+    def tensors(batch: dict) -> dict:
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, dict):
+                out[k] = tensors(v)
+            elif id(v) in made and made[id(v)][0] is v:
+                out[k] = made[id(v)][1]
+            elif hasattr(v, "dtype"):
+                out[k] = torch.from_numpy(v)
+            else:
+                out[k] = v
+        return out
+
+    return alloc, tensors
+
+
 class TorchStream(_torch_mod.utils.data.IterableDataset):
     """Each DataLoader worker is one consumer: consumer = rank * num_workers + worker. Samples carry
     ``_worker`` (the consumer slot on this rank) and ``_index`` (its count of emitted samples) so
     :class:`ResumableLoader` can keep the resume state from the batches it hands out."""
 
-    def __init__(self, stream: WamStream, with_cursor: bool = False):
+    def __init__(self, stream: WamStream, with_cursor: bool = False, batch_size: int | None = None):
         super().__init__()
         self.stream = stream
         self.with_cursor = with_cursor
+        self.batch_size = batch_size
         self.epoch = stream.epoch
         self.emitted: list[int] | None = None   # per worker slot, from a loaded state
         self.rotation = 0
@@ -60,11 +102,33 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
         rank, world = _rank_world(self.stream.config)
         slot = (worker + self.rotation) % workers
         start = self.emitted[slot] if self.emitted is not None else 0
-        for i, sample in self.stream.iter_consumer(self.epoch, rank * workers + slot, world * workers, start):
-            out = to_tensors(sample)
-            if self.with_cursor:
-                out["_worker"], out["_index"] = slot, i
-            yield out
+        samples = self.stream.iter_consumer(self.epoch, rank * workers + slot, world * workers, start,
+                                            stack=self.batch_size is None)
+        if self.batch_size is None:
+            for i, sample in samples:
+                out = to_tensors(sample)
+                if self.with_cursor:
+                    out["_worker"], out["_index"] = slot, i
+                yield out
+            return
+        group, i = [], start
+        for i, sample in samples:
+            group.append(sample)
+            if len(group) == self.batch_size:
+                yield self._collate(group, slot, i, info is not None)
+                group = []
+        if group:
+            yield self._collate(group, slot, i, info is not None)
+
+    def _collate(self, group, slot, i, in_worker):
+        from wamdata.loader.batch import collate
+
+        alloc, tensors = _tensor_alloc(shared=in_worker)
+        out = tensors(collate(group, alloc))
+        if self.with_cursor:
+            out["_worker"] = _torch_mod.full((len(group),), slot, dtype=_torch_mod.int64)
+            out["_index"] = _torch_mod.arange(i - len(group) + 1, i + 1, dtype=_torch_mod.int64)
+        return out
 
     def __len__(self):
         info = _torch_mod.utils.data.get_worker_info()
@@ -81,8 +145,9 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
     """
 
     def __init__(self, stream: WamStream, batch_size: int, num_workers: int = 0, **kwargs):
-        self._stream_ds = TorchStream(stream, with_cursor=True)
-        super().__init__(self._stream_ds, batch_size=batch_size, num_workers=num_workers, **kwargs)
+        # Batches are collated in the stream (one copy per frame, shared memory in workers).
+        self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size)
+        super().__init__(self._stream_ds, batch_size=None, num_workers=num_workers, **kwargs)
         self._slots = max(1, num_workers)
         self._emitted = [0] * self._slots
         self._next_slot = 0

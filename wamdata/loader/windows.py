@@ -114,8 +114,10 @@ class LoadedEpisode:
                 return text
         return self.task
 
-    def window(self, anchor: int) -> dict:
-        """The sample anchored at step ``anchor * window_stride``; releases frames no longer needed."""
+    def window(self, anchor: int, stack: bool = True) -> dict:
+        """The sample anchored at step ``anchor * window_stride``; releases frames no longer needed.
+        ``stack=False`` leaves frames as lists of (H, W, 3) arrays for :func:`batch.collate` to copy
+        straight into a batch."""
         cfg, ctx = self.ctx.cfg, self.ctx
         t = anchor * cfg.window_stride
         hc, fc, h, f = self._steps(t)
@@ -131,6 +133,9 @@ class LoadedEpisode:
                 H, W = ctx.frame_shape[cam]
                 frames[cam] = np.zeros((len(hc), H, W, 3), np.uint8)
                 future[cam] = np.zeros((len(fc), H, W, 3), np.uint8)
+            elif not stack:
+                frames[cam] = [store[i] for i in self.src[hc]]
+                future[cam] = [store[i] for i in self.src[fc]]
             else:
                 frames[cam] = np.stack([store[i] for i in self.src[hc]])
                 future[cam] = np.stack([store[i] for i in self.src[fc]]) if len(fc) else \
