@@ -277,7 +277,7 @@ def spawn(a, method, workers, samples):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--small", action="store_true", help="24 episodes x 150 steps, fewer samples")
+    p.add_argument("--small", action="store_true", help="24 episodes x 150 steps, shuffle_buffer 512, fewer samples")
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--size", type=int, nargs=2, default=[180, 320], metavar=("H", "W"))
@@ -295,7 +295,8 @@ def main():
         return child(a)
     if a.small:
         a.episodes, a.steps = 24, 150
-    a.samples = a.samples or (2000 if a.small else 8000)
+        a.buffer = min(a.buffer, 512)
+    a.samples = a.samples or (3000 if a.small else 12000)
     seek_samples = a.seek_samples or (256 if a.small else 640)
     a.work = a.work or os.path.join(tempfile.gettempdir(), f"wam_loader_bench_{a.episodes}x{a.steps}")
     a.dataset = os.path.join(a.work, "dataset")

@@ -321,3 +321,24 @@ def test_numpy_batches_equal_stacked_samples(ds):
         np.testing.assert_array_equal(b0[k], np.stack([s[k] for s in samples[:16]]))
     np.testing.assert_array_equal(batches[-1]["future_frames"]["front"],
                                   np.stack([s["future_frames"]["front"] for s in samples[16 * (len(batches) - 1):]]))
+
+
+def test_unreadable_episode_raise_or_skip(tmp_path):
+    p = make_dataset(tmp_path / "bad", n=4, steps=10, stats=False)
+    import wamdata
+
+    rows = wamdata.open_dataset(p).episodes.to_pylist()
+    bad = next(r for r in rows if r["episode_id"] == "ep0002")
+    with open(f"{p}/{bad['shard']}", "r+b") as f:
+        f.truncate(bad["offset"] + bad["size"] // 3)
+    kw = dict(cameras=["front"], normalize=None, shuffle_buffer=8, image_size=(8, 8))
+    with pytest.raises(FormatError, match="shard"):
+        list(WamStream(p, **kw))
+    full = ids(WamStream(p, on_error="skip", **kw))
+    assert set(full) == all_windows([10] * 4) - {("ep0002", t) for t in range(10)}
+    s = WamStream(p, on_error="skip", **kw)
+    it = iter(s)
+    head = [next(it) for _ in range(11)]
+    r = WamStream(p, on_error="skip", **kw)
+    r.load_state_dict(s.state_dict())
+    assert ids(head) + ids(r) == full

@@ -25,7 +25,7 @@ class LoaderConfig:
     image_size: tuple[int, int] | None = (180, 320)   # (height, width); None keeps the stored size
     seed: int = 0
     shuffle_buffer: int = 2048        # windows held for shuffling; <= 1 streams windows in order
-    max_live_episodes: int = 16       # decoded episodes held at once (bounds memory with the buffer)
+    max_live_episodes: int = 8        # decoded episodes held at once (bounds memory with the buffer)
     window_stride: int = 1            # anchor every N-th step
     normalize: str | dict | None = "stats"   # "stats" | "bounds" | None, or {feature: mode}
     fps: float | None = None          # resample every dataset to this rate (nearest step)
@@ -36,6 +36,7 @@ class LoaderConfig:
     state_features: tuple[str, ...] | None = None
     action_features: tuple[str, ...] | None = None
     samples_per_epoch: int | None = None     # mixtures: samples per epoch over all ranks/workers
+    on_error: str = "raise"           # "raise" | "skip": an unreadable episode stops the stream or is skipped (logged)
     decoder: str = "pyav"
     decoder_threads: int = 1
     extra: dict = field(default_factory=dict, compare=False)
@@ -68,6 +69,8 @@ class LoaderConfig:
         for m in modes:
             if m is not None and m not in NORMALIZE_MODES:
                 raise ConfigError(f"unknown normalize mode {m!r}; known: {', '.join(NORMALIZE_MODES)} or None")
+        if self.on_error not in ("raise", "skip"):
+            raise ConfigError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if (self.rank is None) != (self.world_size is None):
             raise ConfigError("give both rank and world_size, or neither (then torch.distributed decides)")
         if self.world_size is not None and not 0 <= self.rank < self.world_size:

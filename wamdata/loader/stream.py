@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow.compute as pc
 
-from wamdata.errors import ConfigError
+from wamdata.errors import ConfigError, WamdataError
 from wamdata.loader.config import LoaderConfig
 from wamdata.loader.manifest import DatasetSpec, load_manifest, select_rows
 from wamdata.loader.plan import DatasetPlan, EpisodeRef, WindowScheduler, mixture_counts
@@ -134,8 +134,15 @@ class _DatasetCursor:
         self.loaded: dict[int, LoadedEpisode] = {}
 
     def _load(self, pos: int):
-        stored = self.reader.get(pos)
-        self.loaded[pos] = LoadedEpisode(stored, self.source.ctx, self.sched.pending_anchors(pos), self.decoder)
+        try:
+            stored = self.reader.get(pos)
+            self.loaded[pos] = LoadedEpisode(stored, self.source.ctx, self.sched.pending_anchors(pos), self.decoder)
+        except WamdataError as e:
+            if self.stream.config.on_error != "skip":
+                raise
+            # Its windows still take their turns (and count as emitted), so resume stays exact.
+            log.warning("%s: episode %r skipped: %s", self.source.spec.path, self.refs[pos].episode_id, e)
+            self.loaded[pos] = None
 
     def skip(self, count: int):
         """Position after ``count`` windows of this consumer's epoch without decoding anything
@@ -152,7 +159,8 @@ class _DatasetCursor:
         for pos in live:
             self._load(pos)
 
-    def next(self, stack: bool = True) -> dict:
+    def next(self, stack: bool = True) -> dict | None:
+        """The next window, or None for a turn of an episode skipped by ``on_error="skip"``."""
         empty = 0
         while True:
             ev = self.sched.step()
@@ -167,7 +175,8 @@ class _DatasetCursor:
                 self._load(ev[1])
                 continue
             _, pos, anchor, last = ev
-            sample = self.loaded[pos].window(anchor, stack)
+            ep = self.loaded[pos]
+            sample = ep.window(anchor, stack) if ep is not None else None
             if last:
                 del self.loaded[pos]
             return sample
@@ -287,7 +296,8 @@ class WamStream:
                     cursors[d] = c = _DatasetCursor(self, self.sources[d], epoch, consumer, num_consumers, decoder)
                 sample = c.next(stack)
                 i += 1
-                yield i, sample
+                if sample is not None:
+                    yield i, sample
         finally:
             for c in cursors.values():
                 c.close()
