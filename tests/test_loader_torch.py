@@ -49,7 +49,10 @@ def test_two_ranks_two_workers_one_epoch(ds):
 @pytest.mark.parametrize("workers,cut", [(0, 9), (2, 0), (2, 5), (2, 12)])
 def test_dataloader_exact_resume(ds, workers, cut):
     kw = dict(cameras=["front"], image_size=(8, 8), shuffle_buffer=24, max_live_episodes=3, seed=5)
-    full = [batch_ids(b) for b in WamStream(ds, **kw).dataloader(batch_size=6, num_workers=workers)]
+    full_dl = WamStream(ds, **kw).dataloader(batch_size=6, num_workers=workers)
+    n_batches = len(full_dl)
+    full = [batch_ids(b) for b in full_dl]
+    assert len(full) == n_batches
     dl = WamStream(ds, **kw).dataloader(batch_size=6, num_workers=workers)
     head = []
     if cut:

@@ -130,9 +130,17 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
             out["_index"] = _torch_mod.arange(i - len(group) + 1, i + 1, dtype=_torch_mod.int64)
         return out
 
+    num_workers_hint = 1   # set by ResumableLoader: len() is asked in the main process
+
     def __len__(self):
+        """Items this rank yields in the epoch: samples, or batches when ``batch_size`` is set."""
         info = _torch_mod.utils.data.get_worker_info()
-        return self.stream.num_samples(self.epoch, info.num_workers if info else 1)
+        workers = info.num_workers if info else self.num_workers_hint
+        rank, world = _rank_world(self.stream.config)
+        lengths = [self.stream.consumer_length(self.epoch, rank * workers + w, world * workers) for w in range(workers)]
+        if self.batch_size is None:
+            return sum(lengths)
+        return sum(-(-n // self.batch_size) for n in lengths)
 
 
 class ResumableLoader(_torch_mod.utils.data.DataLoader):
@@ -147,6 +155,7 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
     def __init__(self, stream: WamStream, batch_size: int, num_workers: int = 0, **kwargs):
         # Batches are collated in the stream (one copy per frame, shared memory in workers).
         self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size)
+        self._stream_ds.num_workers_hint = max(1, num_workers)
         super().__init__(self._stream_ds, batch_size=None, num_workers=num_workers, **kwargs)
         self._slots = max(1, num_workers)
         self._emitted = [0] * self._slots
