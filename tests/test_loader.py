@@ -342,3 +342,16 @@ def test_unreadable_episode_raise_or_skip(tmp_path):
     r = WamStream(p, on_error="skip", **kw)
     r.load_state_dict(s.state_dict())
     assert ids(head) + ids(r) == full
+
+
+def test_fsspec_url_and_shared_shards(tmp_path):
+    """An fsspec URL, and several episodes per shard (whole-shard sequential reads vs byte ranges)."""
+    p = make_dataset("memory://loader-test/ds", n=3, steps=10)
+    assert set(ids(WamStream(p, cameras=["front"], image_size=(8, 8)))) == all_windows([10] * 3)
+    q = make_dataset(tmp_path / "big_shards", n=7, steps=[8, 9, 10, 11, 12, 13, 14], shard_size_mb=0.03, stats=False)
+    import wamdata
+
+    assert 1 < len(wamdata.open_dataset(q).shards) < 7
+    stream = WamStream(q, cameras=["front"], normalize=None, image_size=(8, 8), shuffle_buffer=10)
+    got = [w for c in range(3) for _, w in stream.iter_consumer(0, c, 3)]
+    assert sorted(ids(got)) == sorted(all_windows([8, 9, 10, 11, 12, 13, 14]))
