@@ -141,10 +141,12 @@ def test_cameras_by_role_frames_and_calibration(tree, episodes):
 def test_frames_equal_decoded_source_frames(episodes):
     import av
 
+    from wamdata.format.video import to_rgb
+
     e, ep = next(iter(episodes.values()))
     for role, cam in ep.cameras.items():
         with av.open(cam.frames.path) as c:
-            ref = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+            ref = np.stack([to_rgb(f) for f in c.decode(video=0)])
         got = np.stack(list(cam.frames.iter_frames()))
         np.testing.assert_array_equal(got, ref)
         assert psnr(got, e["frames"][role]) > 35  # the fixture's MPEG-4 is close to the generated frames

@@ -31,6 +31,7 @@ __all__ = ["Converter", "SourceItem", "SourceError", "register", "get_converter"
 ENTRY_POINT_GROUP = "wamdata.converters"
 
 _REGISTRY: dict[str, type["Converter"]] = {}
+_BROKEN: dict[str, str] = {}  # entry points that failed to load -> why (one broken plugin hides no other)
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,14 @@ def register(name: str):
 
 def _load_entry_points() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
+        if ep.name in _REGISTRY or ep.name in _BROKEN:
+            continue
+        try:
             cls = ep.load()
-            _REGISTRY.setdefault(ep.name, cls)
+        except Exception as e:  # noqa: BLE001 - a plugin's import error must not hide the others
+            _BROKEN[ep.name] = f"{ep.value}: {type(e).__name__}: {e}"
+            continue
+        _REGISTRY.setdefault(ep.name, cls)
 
 
 def converter_names() -> list[str]:
@@ -149,6 +155,8 @@ def get_converter(name: str) -> type[Converter]:
             raise ConfigError(f"cannot load converter {name!r}: {e}") from e
     if name not in _REGISTRY:
         _load_entry_points()
+    if name in _BROKEN:
+        raise ConfigError(f"converter {name!r} is installed but fails to load ({_BROKEN[name]})")
     if name not in _REGISTRY:
         raise ConfigError(f"unknown source {name!r}; known: {', '.join(converter_names())}")
     return _REGISTRY[name]

@@ -405,36 +405,6 @@ def _episode_arrays(ep, names: Sequence[str]) -> dict[str, np.ndarray]:
     return {n: ep.array(n) for n in names if n in cols}
 
 
-def iter_shard_steps(ds, shard: str) -> Iterator:
-    """The episodes of one shard with only their metadata and steps members read: the tar is walked
-    in seekable mode, seeking over the video members instead of reading them. Yields the reader's
-    ``StoredEpisode`` (``.meta``, ``.steps``, ``.array(name)``; no video)."""
-    import tarfile
-
-    from wamdata.format.reader import StoredEpisode
-
-    path = layout.join(ds.root, shard)
-    wanted = ("json", "steps.parquet")
-    key, members = None, {}
-    with ds.fs.open(path, "rb") as f:
-        try:
-            with tarfile.open(fileobj=f, mode="r:") as tar:
-                for m in tar:
-                    if not m.isfile():
-                        continue
-                    k, _, ext = m.name.partition(".")
-                    if k != key and members:
-                        yield StoredEpisode(key, members, f"{path}#{key}")
-                        members = {}
-                    key = k
-                    if ext in wanted:
-                        members[ext] = tar.extractfile(m).read()
-        except tarfile.TarError as e:
-            raise FormatError(f"{path}: unreadable tar ({e})") from e
-    if members:
-        yield StoredEpisode(key, members, f"{path}#{key}")
-
-
 def shard_partial(dataset_path: str, shard: str, k: int = DEFAULT_K) -> dict:
     """Statistics of one shard, as a serialisable state (what a Ray task returns)."""
     import wamdata
@@ -442,8 +412,7 @@ def shard_partial(dataset_path: str, shard: str, k: int = DEFAULT_K) -> dict:
     ds = wamdata.open_dataset(dataset_path)
     names = stats_features(ds.features) + flag_features(ds.features)
     part = StatsPartial(k)
-    iterate = getattr(ds, "iter_shard_steps", None) or (lambda shard: iter_shard_steps(ds, shard))
-    for ep in iterate(shard):
+    for ep in ds.iter_shard(shard, only=("json", "steps.parquet")):
         meta = ep.meta
         part.add_episode(str(meta.get("embodiment", "unknown")), _episode_arrays(ep, names),
                          num_steps=ep.steps.num_rows, meta=meta)

@@ -53,7 +53,7 @@ class StoredEpisode:
     @cached_property
     def steps(self) -> pa.Table:
         try:
-            return pq.read_table(io.BytesIO(self._members["steps.parquet"]))
+            return pq.ParquetFile(pa.BufferReader(self._members["steps.parquet"])).read()
         except KeyError:
             raise FormatError(f"{self.where}: sample has no steps member {self.key}.steps.parquet") from None
 
@@ -92,23 +92,26 @@ class StoredEpisode:
         return decoder.iter_frames(self.video_bytes(camera), start, stop)
 
 
-def _samples(fileobj, where: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Group consecutive tar members by key (webdataset's convention)."""
+def _samples(fileobj, where: str, only: tuple[str, ...] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Group consecutive tar members by key (webdataset's convention). With ``only`` (member
+    extensions such as ``("json", "steps.parquet")``) the tar is walked in seekable mode and other
+    members (the videos) are skipped without being read."""
     key, members = None, {}
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+        with tarfile.open(fileobj=fileobj, mode="r|" if only is None else "r:") as tar:
             for m in tar:
                 if not m.isfile():
                     continue
                 k, ext = _split_member(m.name)
-                if k != key and members:
+                if k != key and key is not None:
                     yield key, members
                     members = {}
                 key = k
-                members[ext] = tar.extractfile(m).read()
+                if only is None or ext in only:
+                    members[ext] = tar.extractfile(m).read()
     except tarfile.TarError as e:
         raise FormatError(f"{where}: unreadable tar ({e})") from e
-    if members:
+    if key is not None:
         yield key, members
 
 
@@ -161,11 +164,12 @@ class Dataset:
             return []
         return [json.loads(line) for line in self.fs.cat_file(path).decode().splitlines() if line]
 
-    def iter_shard(self, shard: str) -> Iterator[StoredEpisode]:
-        """Every episode of one shard, in order, from a single sequential read."""
+    def iter_shard(self, shard: str, only: tuple[str, ...] | None = None) -> Iterator[StoredEpisode]:
+        """Every episode of one shard, in order, from a single sequential read. ``only=("json",
+        "steps.parquet")`` reads metadata and steps and seeks over the videos (stats, curation)."""
         path = self._path(shard)
         with self.fs.open(path, "rb", block_size=8 * 1024 * 1024) as f:
-            for key, members in _samples(f, path):
+            for key, members in _samples(f, path, only):
                 yield StoredEpisode(key, members, f"{path}#{key}")
 
     def iter_episodes(self) -> Iterator[StoredEpisode]:

@@ -20,7 +20,8 @@ from wamdata.errors import FormatError
 
 CODECS = {"h264": "libx264", "av1": "libsvtav1"}
 COPYABLE = ("h264", "hevc", "av1")
-# Default quality: visually lossless for training (PSNR well above 35 dB on natural frames).
+# Default quality: about 40 dB PSNR on natural-looking frames at 96p-480p; tiny frames (64x64) with
+# fine texture land near 35 dB, so pass a lower --crf for those.
 DEFAULT_CRF = {"h264": 18, "av1": 30}
 DEFAULT_GOP = 30
 
@@ -145,6 +146,24 @@ class VideoDecoder(Protocol):
     def iter_frames(self, source, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]: ...
 
 
+# FFmpeg colorspace codes that mean BT.601 (unspecified is decoded as BT.601 by swscale too), and the
+# colour range code of full-range ("JPEG") video, which OpenCV's conversion does not handle.
+_BT601 = (2, 5, 6)
+_FULL_RANGE = 2
+
+
+def to_rgb(frame) -> np.ndarray:
+    """A decoded frame as RGB uint8. Limited-range BT.601 yuv420p (what our encoder writes) goes
+    through OpenCV's SIMD conversion, about 1.3x faster than swscale here and as accurate; anything
+    else goes through swscale."""
+    if (frame.format.name == "yuv420p" and frame.colorspace in _BT601 and frame.color_range != _FULL_RANGE
+            and frame.width % 2 == 0 and frame.height % 2 == 0):
+        import cv2
+
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(format="rgb24")
+
+
 class PyAVDecoder:
     """Sequential decode with PyAV; frames before ``start`` are decoded and dropped (no seek), which
     for our short GOPs is cheaper than a seek per call and exact by construction."""
@@ -160,14 +179,14 @@ class PyAVDecoder:
         src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
         with av.open(src) as c:
             s = c.streams.video[0]
-            if self.threads > 1:
+            if self.threads != 1:  # 0 lets FFmpeg pick one thread per core
                 s.thread_type = "AUTO"
                 s.codec_context.thread_count = self.threads
             for i, frame in enumerate(c.decode(s)):
                 if stop is not None and i >= stop:
                     break
                 if i >= start:
-                    yield frame.to_ndarray(format="rgb24")
+                    yield to_rgb(frame)
 
     def decode(self, source, start: int = 0, stop: int | None = None) -> np.ndarray:
         return _stack(list(self.iter_frames(source, start, stop)))
