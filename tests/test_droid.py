@@ -237,14 +237,19 @@ def test_missing_camera_file_and_missing_metadata_json(tmp_path):
         conv.read(item)
 
 
-def test_end_to_end_conversion(tree, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_end_to_end_conversion_on_ray(tree, tmp_path, ray_session, workers):
     import wamdata
-    from wamdata.convert import ConvertConfig, SerialExecutor, convert
+    from pipelines.executors import RayExecutor
+    from wamdata.convert import ConvertConfig, convert
 
-    cfg = ConvertConfig(source="droid", input=tree["root"], output=str(tmp_path / "ds"), workers=1, quiet=True,
-                        max_failures=2)
-    report = convert(cfg, SerialExecutor())
-    assert (report.converted, report.failed, report.ok) == (4, 2, True)
+    cfg = ConvertConfig(source="droid", input=tree["root"], output=str(tmp_path / "ds"), workers=workers,
+                        quiet=True, max_failures=2)
+    with RayExecutor(workers) as ex:
+        report = convert(cfg, ex)
+        assert (report.converted, report.failed, report.ok) == (4, 2, True)
+        again = convert(cfg, ex)  # resume: nothing left to do, nothing duplicated
+    assert (again.converted, again.skipped) == (0, 6)
     ds = wamdata.open_dataset(str(tmp_path / "ds"))
     failed = {f["item"]: f["reason"] for f in ds.failures()}
     assert sorted(failed) == sorted(e["id"] for e in tree["episodes"] if not e["ok"])
