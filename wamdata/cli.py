@@ -54,7 +54,8 @@ def cmd_sources(args) -> int:
     for name in converter_names():
         cls = get_converter(name)
         opts = ", ".join(f"{n}: {t} = {d!r}" for n, t, d in cls.describe_options()) or "no options"
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        doc = cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""
+        doc = doc.strip().splitlines()[0] if doc.strip() else ""
         print(f"{name:<14} {cls.family:<17} {doc}")
         print(f"{'':<14} options: {opts}")
     return 0
