@@ -71,6 +71,7 @@ class DatasetIndex:
 
     def __init__(self, fs, root: str):
         self.fs, self.root = fs, root
+        self._next_shard: int | None = None  # the driver is the only writer: count in memory
 
     def path(self, rel: str) -> str:
         return layout.join(self.root, rel)
@@ -133,8 +134,11 @@ class DatasetIndex:
                 self.fs.rm(p)
 
     def _next_shard_number(self) -> int:
-        nums = [int(layout.SHARD_PATTERN.match(s.rsplit("/", 1)[-1]).group(1)) for s in self.committed_shards()]
-        return max(nums, default=-1) + 1
+        if self._next_shard is None:
+            nums = [int(layout.SHARD_PATTERN.match(s.rsplit("/", 1)[-1]).group(1)) for s in self.committed_shards()]
+            self._next_shard = max(nums, default=-1) + 1
+        self._next_shard += 1
+        return self._next_shard - 1
 
     # -- committing ---------------------------------------------------------------------------
     def commit(self, result: UnitResult) -> list[str]:
