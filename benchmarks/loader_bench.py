@@ -10,9 +10,8 @@ fresh child process (so peak RSS is that method's own), samples/s and peak RSS o
 - ``lerobot``: lerobot's own LeRobotDataset on the same frames (exported with
   ``wamdata.export.lerobot.export_lerobot``), when ``lerobot`` is importable;
 - ``ceiling``: the raw sequential decode rate of the same videos to RGB with the loader's decoder
-  (PyAV + OpenCV YUV->RGB), as samples/s = frames/s divided by the number of cameras (a sample needs one
-  new frame per camera), in 1 and 2 processes; ``ceiling-sws`` the same with PyAV's own RGB conversion
-  (libswscale), for reference.
+  (``wamdata.format.video`` PyAV), as samples/s = frames/s divided by the number of cameras (a sample
+  needs one new frame per camera), in 1 and 2 processes.
 
 Rates are given two ways: ``overall`` (from creating the iterator to the last sample, including the
 time to fill the shuffle buffer) and ``steady`` (after the first batch), with the time to the first
@@ -207,25 +206,19 @@ def run_ceiling(a):
     procs = max(1, a.workers)
     chunks = [files[i::procs] for i in range(procs)]
     t0 = time.perf_counter()
-    sws = a.method == "ceiling-sws"
     if procs == 1:
-        frames = _decode_files(chunks[0], budget, sws)
+        frames = _decode_files(chunks[0], budget)
     else:
         with ProcessPoolExecutor(procs) as ex:
-            frames = sum(ex.map(_decode_files, chunks, [budget // procs] * procs, [sws] * procs))
+            frames = sum(ex.map(_decode_files, chunks, [budget // procs] * procs))
     dt = time.perf_counter() - t0
     return {"samples": frames / len(a.cameras), "seconds": dt, "first_s": None}
 
 
-def _decode_files(files, budget, sws=False):
-    if sws:
-        from wamdata.format.video import get_decoder
+def _decode_files(files, budget):
+    from wamdata.format.video import get_decoder
 
-        dec = get_decoder("pyav")
-    else:
-        from wamdata.loader.decode import LoaderDecoder
-
-        dec = LoaderDecoder()
+    dec = get_decoder("pyav")
     n = 0
     for f in files:
         with open(f, "rb") as fh:
@@ -251,8 +244,7 @@ def _consume(dl, limit):
 
 
 def child(a):
-    fn = {"wamdata": run_wamdata, "seek": run_seek, "lerobot": run_lerobot, "ceiling": run_ceiling,
-          "ceiling-sws": run_ceiling}[a.method]
+    fn = {"wamdata": run_wamdata, "seek": run_seek, "lerobot": run_lerobot, "ceiling": run_ceiling}[a.method]
     res = fn(a)
     res["rss_self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -308,8 +300,7 @@ def main():
         extract_mp4s(a.dataset, a.mp4_dir)
     rows = []
     for workers in (0, 2):
-        for method, n in (("ceiling", a.samples), ("ceiling-sws", a.samples), ("wamdata", a.samples),
-                          ("seek", seek_samples)):
+        for method, n in (("ceiling", a.samples), ("wamdata", a.samples), ("seek", seek_samples)):
             r = spawn(a, method, workers, n)
             rows.append((method, workers, r))
             first = f"first batch {r['first_s']:.1f} s" if r["first_s"] is not None else ""

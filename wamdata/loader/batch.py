@@ -13,33 +13,40 @@ from typing import Callable
 import numpy as np
 
 
-def _np_alloc(shape, dtype):
-    return np.empty(shape, dtype)
+def _np_alloc(specs):
+    return [np.empty(shape, dtype) for shape, dtype in specs]
 
 
 def collate(samples: list[dict], alloc: Callable | None = None) -> dict:
-    alloc = alloc or _np_alloc
-    first = samples[0]
-    out = {}
+    """``alloc(specs)`` gets every (shape, dtype) of the batch at once and returns the arrays, so an
+    allocator can carve them all from one buffer."""
+    first, B = samples[0], len(samples)
+    specs, slots = [], []
     for key, v in first.items():
         if isinstance(v, dict):
-            out[key] = {}
             for cam, frames in v.items():
-                frames = list(frames) if not isinstance(frames, np.ndarray) else frames
                 n = len(frames)
                 h, w = (frames[0].shape[:2]) if n else (0, 0)
-                arr = alloc((len(samples), n, h, w, 3), np.uint8)
-                for b, s in enumerate(samples):
-                    for j, f in enumerate(s[key][cam]):
-                        arr[b, j] = f
-                out[key][cam] = arr
+                specs.append(((B, n, h, w, 3), np.dtype(np.uint8)))
+                slots.append((key, cam))
         elif isinstance(v, np.ndarray):
-            arr = alloc((len(samples), *v.shape), v.dtype)
+            specs.append(((B, *v.shape), v.dtype))
+            slots.append((key, None))
+    arrays = (alloc or _np_alloc)(specs)
+    out = {}
+    for (key, cam), arr in zip(slots, arrays):
+        if cam is not None:
+            for b, s in enumerate(samples):
+                for j, f in enumerate(s[key][cam]):
+                    arr[b, j] = f
+            out.setdefault(key, {})[cam] = arr
+        else:
             for b, s in enumerate(samples):
                 arr[b] = s[key]
             out[key] = arr
-        elif isinstance(v, str):
+    for key, v in first.items():
+        if isinstance(v, str):
             out[key] = [s[key] for s in samples]
-        else:
+        elif not isinstance(v, (dict, np.ndarray)):
             out[key] = np.array([s[key] for s in samples])
-    return out
+    return {k: out[k] for k in first}

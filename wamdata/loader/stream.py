@@ -81,6 +81,10 @@ class BlockReader:
             self._it.close()
         self._it, self._shard = None, None
 
+    def _members(self) -> tuple[str, ...]:
+        """Tar members the windows need: videos of other cameras are seeked over, not read."""
+        return ("json", "steps.parquet", *(f"{c}.mp4" for c in self.source.ctx.cfg.cameras))
+
     def _scan(self, ref: EpisodeRef):
         for ep in self._it:
             if ep.episode_id == ref.episode_id:
@@ -102,7 +106,7 @@ class BlockReader:
             need += r.size
             n += 1
         if n > 1 and need * 2 >= self.source.plan.shard_bytes.get(ref.shard, need):
-            self._it, self._shard = self.source.ds.iter_shard(ref.shard), ref.shard
+            self._it, self._shard = self.source.ds.iter_shard(ref.shard, only=self._members()), ref.shard
             ep = self._scan(ref)
             if ep is not None:
                 return ep
@@ -269,7 +273,7 @@ class WamStream:
                       stack: bool = True) -> Iterator[tuple[int, dict]]:
         """(count emitted so far including this one, sample) for one consumer's epoch from ``start``.
         ``stack=False``: frames as lists of arrays (see :func:`wamdata.loader.batch.collate`)."""
-        from wamdata.loader.decode import make_decoder
+        from wamdata.format.video import get_decoder
 
         cfg = self.config
         total = self.consumer_length(epoch, consumer, num_consumers)
@@ -279,7 +283,7 @@ class WamStream:
         weights = [s.spec.weight if w > 0 else 0.0 for s, w in zip(self.sources, first)]
         if not any(weights):
             return
-        decoder = make_decoder(cfg.decoder, cfg.decoder_threads)   # created here: in the worker
+        decoder = get_decoder(cfg.decoder, cfg.decoder_threads)   # created here: in the worker
         picks = mixture_counts(weights, total, cfg.seed, epoch, consumer)
         done = np.zeros(len(self.sources), np.int64)
         for _ in range(start):

@@ -39,29 +39,39 @@ def to_tensors(sample: dict) -> dict:
 
 
 def _tensor_alloc(shared: bool):
-    """An ``alloc`` for :func:`batch.collate` that backs each numpy array by a torch tensor (in shared
-    memory inside DataLoader workers, as torch's own collation does) and remembers the tensor."""
-    import math
-
+    """An ``alloc`` for :func:`batch.collate`: all arrays of a batch carved from ONE torch storage (in
+    shared memory inside DataLoader workers, so the batch crosses to the trainer as one segment,
+    without a copy); remembers which tensor backs which numpy view."""
     import numpy as np
 
     torch = _torch_mod
     made = {}
 
-    def alloc(shape, dtype):
-        tdt = torch.from_numpy(np.empty(0, dtype)).dtype
-        t = None
+    def alloc(specs):
+        align = 64
+        offsets, total = [], 0
+        for shape, dtype in specs:
+            offsets.append(total)
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            total += -(-nbytes // align) * align
+        storage = None
         if shared:
             try:
-                elem = torch.empty(0, dtype=tdt)
-                t = elem.new(elem._typed_storage()._new_shared(math.prod(shape), device="cpu")).resize_(shape)
+                storage = torch.UntypedStorage._new_shared(max(total, 1))
             except (AttributeError, RuntimeError):
-                t = None
-        if t is None:
-            t = torch.empty(shape, dtype=tdt)
-        arr = t.numpy()
-        made[id(arr)] = (arr, t)
-        return arr
+                storage = None
+        if storage is None:
+            storage = torch.UntypedStorage(max(total, 1))
+        base = torch.empty(0, dtype=torch.uint8).set_(storage)
+        out = []
+        for (shape, dtype), off in zip(specs, offsets):
+            tdt = torch.from_numpy(np.empty(0, dtype)).dtype
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            t = base[off: off + nbytes].view(tdt).view(shape)
+            arr = t.numpy()
+            made[id(arr)] = (arr, t)
+            out.append(arr)
+        return out
 
     def tensors(batch: dict) -> dict:
         out = {}
