@@ -54,15 +54,15 @@ def _tensor_alloc(shared: bool):
             offsets.append(total)
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
             total += -(-nbytes // align) * align
-        storage = None
+        base = None
         if shared:
             try:
-                storage = torch.UntypedStorage._new_shared(max(total, 1))
+                base = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(max(total, 1)))
             except (AttributeError, RuntimeError):
-                storage = None
-        if storage is None:
-            storage = torch.UntypedStorage(max(total, 1))
-        base = torch.empty(0, dtype=torch.uint8).set_(storage)
+                base = None
+        if base is None:
+            # numpy's large allocations are madvise(HUGEPAGE)d: far fewer page faults than torch.empty
+            base = torch.from_numpy(np.empty(max(total, 1), np.uint8))
         out = []
         for (shape, dtype), off in zip(specs, offsets):
             tdt = torch.from_numpy(np.empty(0, dtype)).dtype
