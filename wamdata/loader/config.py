@@ -9,7 +9,7 @@ A window anchored at step ``t`` (steps of the stream's rate, see ``fps``) holds:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from wamdata.errors import ConfigError
 
@@ -39,7 +39,6 @@ class LoaderConfig:
     on_error: str = "raise"           # "raise" | "skip": an unreadable episode stops the stream or is skipped (logged)
     decoder: str = "pyav"
     decoder_threads: int = 1
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
         def fix(name, value):
