@@ -68,3 +68,55 @@ def test_dataloader_exact_resume(ds, workers, cut):
     # the next epoch starts fresh and differs
     nxt = [batch_ids(b) for b in dl2]
     assert dl2.epoch == 2 and nxt != full and sorted(sum(nxt, [])) == sorted(sum(full, []))
+
+
+def _frames_of(batch):
+    return {cam: v.clone() if hasattr(v, "clone") else v.copy() for cam, v in batch["frames"].items()}
+
+
+@pytest.mark.parametrize("api", ["numpy", "torch"])
+def test_recycled_batch_buffers_never_overwrite_a_batch_still_held(ds, api):
+    """Batch buffers are recycled once released (BufferPool): batches the trainer keeps must keep
+    their values while later batches are produced, and dropped ones must be reused."""
+    def make():
+        return WamStream(ds, cameras=["front", "wrist"], image_size=(16, 24), shuffle_buffer=32, seed=3)
+
+    def batches(stream):
+        return stream.batches(6) if api == "numpy" else stream.dataloader(batch_size=6, num_workers=0)
+
+    held = list(batches(make()))                 # every batch alive at once: no buffer may be reused
+    copies = [_frames_of(b) for b in batches(make())]   # each copied, then dropped: buffers recycled
+    assert len(held) == len(copies) > 8
+    for b, c in zip(held, copies):
+        for cam in c:
+            a, e = b["frames"][cam], c[cam]
+            assert (a == e).all()
+
+    from wamdata.loader import batch as batch_mod
+
+    made = []
+    real = batch_mod.BufferPool.__init__
+
+    def spy(self, keep=4):
+        real(self, keep)
+        made.append(self)
+
+    batch_mod.BufferPool.__init__ = spy
+    try:
+        for _ in batches(make()):
+            pass
+    finally:
+        batch_mod.BufferPool.__init__ = real
+    assert made and len(made[0]._bufs) <= 2  # the loop holds one batch while the next is made
+
+
+def test_read_ahead_thread_changes_nothing_but_speed(ds):
+    def run(read_ahead):
+        stream = WamStream(ds, cameras=["front"], image_size=(16, 24), shuffle_buffer=24, seed=5,
+                           read_ahead=read_ahead)
+        return [(s["episode_id"], s["t"], s["frames"]["front"].copy(), s["state"].copy()) for s in stream]
+
+    a, b = run(False), run(True)
+    assert len(a) == len(b) == sum(LENGTHS)
+    for x, y in zip(a, b):
+        assert x[:2] == y[:2] and (x[2] == y[2]).all() and (x[3] == y[3]).all()

@@ -119,6 +119,8 @@ class _DatasetCursor:
     def __init__(self, stream: "WamStream", source: _Source, epoch: int, consumer: int, n: int, decoder):
         self.stream, self.source, self.epoch = stream, source, epoch
         self.consumer, self.n, self.decoder = consumer, n, decoder
+        self._ahead = None   # (pos, pending anchors, future): the next episode, read and decoded in a thread
+        self._pool = None
         self.pass_ = -1
         self._start_pass(0)
 
@@ -133,20 +135,50 @@ class _DatasetCursor:
         self.sched = WindowScheduler([r.windows for r in self.refs], cfg.shuffle_buffer, cfg.max_live_episodes,
                                      cfg.seed, self.epoch, self.source.index, pass_, self.consumer)
         if getattr(self, "reader", None) is not None:
+            self._drop_ahead()
             self.reader.close()
         self.reader = BlockReader(self.source, self.refs)
         self.loaded: dict[int, LoadedEpisode] = {}
 
+    def _read(self, pos: int, anchors) -> LoadedEpisode:
+        return LoadedEpisode(self.reader.get(pos), self.source.ctx, anchors, self.decoder)
+
+    def _drop_ahead(self):
+        """Wait for a read-ahead in flight (the block reader is not shared between threads)."""
+        if self._ahead is not None:
+            self._ahead[2].exception()
+            self._ahead = None
+
+    def _read_ahead(self, pos: int):
+        """Read and decode episode ``pos`` in a background thread while the caller cuts and collates
+        windows of the episodes already loaded: PyAV, OpenCV and numpy copies release the GIL, so on
+        two cores decoding and collation overlap. The thread is created lazily, inside the worker."""
+        if self.stream.config.read_ahead and pos < len(self.refs) and pos not in self.loaded:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="wamdata-read-ahead")
+            # not live yet, so every window of it is pending (LoadedEpisode uses the anchors as a set)
+            anchors = np.arange(self.refs[pos].windows)
+            self._ahead = (pos, anchors, self._pool.submit(self._read, pos, anchors))
+
     def _load(self, pos: int):
+        ahead, self._ahead = self._ahead, None
         try:
-            stored = self.reader.get(pos)
-            self.loaded[pos] = LoadedEpisode(stored, self.source.ctx, self.sched.pending_anchors(pos), self.decoder)
+            anchors = self.sched.pending_anchors(pos)
+            if ahead is not None and ahead[0] == pos and np.array_equal(ahead[1], np.sort(anchors)):
+                self.loaded[pos] = ahead[2].result()
+            else:
+                if ahead is not None:
+                    ahead[2].exception()
+                self.loaded[pos] = self._read(pos, anchors)
         except WamdataError as e:
             if self.stream.config.on_error != "skip":
                 raise
             # Its windows still take their turns (and count as emitted), so resume stays exact.
             log.warning("%s: episode %r skipped: %s", self.source.spec.path, self.refs[pos].episode_id, e)
             self.loaded[pos] = None
+        self._read_ahead(pos + 1)
 
     def skip(self, count: int):
         """Position after ``count`` windows of this consumer's epoch without decoding anything
@@ -186,6 +218,9 @@ class _DatasetCursor:
             return sample
 
     def close(self):
+        self._drop_ahead()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self.reader.close()
 
 
@@ -318,18 +353,19 @@ class WamStream:
     def batches(self, batch_size: int) -> Iterator[dict]:
         """Plain iteration in numpy batches (frames copied once, straight into the batch arrays);
         the last batch of an epoch may be smaller. State as for plain iteration."""
-        from wamdata.loader.batch import collate
+        from wamdata.loader.batch import BufferPool, collate, pooled_alloc
 
+        alloc = pooled_alloc(BufferPool())
         rank, world = _rank_world(self.config)
         group = []
         for i, sample in self.iter_consumer(self.epoch, rank, world, self._emitted, stack=False):
             group.append(sample)
             if len(group) == batch_size:
                 self._emitted = i
-                yield collate(group)
+                yield collate(group, alloc)
                 group = []
         if group:
-            yield collate(group)
+            yield collate(group, alloc)
         self.epoch += 1
         self._emitted = 0
 
