@@ -234,7 +234,7 @@ def _consume(dl, limit):
     t0 = time.perf_counter()
     n, first, n_first = 0, None, 0
     for batch in dl:
-        n += len(batch["state"])
+        n += len(batch["state"] if "state" in batch else batch["index"])  # lerobot batches have no "state"
         if first is None:
             first, n_first = time.perf_counter() - t0, n
         if n >= limit:

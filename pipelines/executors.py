@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable, Iterator
 
+from wamdata.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -26,7 +28,16 @@ class RayExecutor:
 
         if not ray.is_initialized():
             if self.address:
-                ray.init(address=self.address, log_to_driver=False)
+                try:
+                    ray.init(address=self.address, log_to_driver=False)
+                except ConnectionError as err:
+                    # `ray start` turns token authentication on by default (Ray >= 2.5x) while a
+                    # driver defaults to it off; the raw error buries that in a traceback
+                    raise ConfigError(
+                        f"cannot join the Ray cluster at {self.address!r}: {err}. If the cluster was "
+                        "started with token authentication (the default of `ray start`), export "
+                        "RAY_AUTH_MODE=token so this driver presents the token in ~/.ray/auth_token"
+                    ) from err
             else:
                 ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
             self._started = True
