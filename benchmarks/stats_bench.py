@@ -62,7 +62,7 @@ def run(path: str, workers: int) -> float:
         return time.perf_counter() - t
     import ray
 
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     try:
         ray.get([ray.remote(lambda: os.getpid()).remote() for _ in range(workers * 2)])  # warm workers
         t = time.perf_counter()

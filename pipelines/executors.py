@@ -39,7 +39,8 @@ class RayExecutor:
                         "RAY_AUTH_MODE=token so this driver presents the token in ~/.ray/auth_token"
                     ) from err
             else:
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+                # "local": a new Ray of our own, even where `ray start` left a cluster on this machine
+                ray.init(address="local", num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
             self._started = True
         return self
 

@@ -110,6 +110,37 @@ def test_recycled_batch_buffers_never_overwrite_a_batch_still_held(ds, api):
     assert made and len(made[0]._bufs) <= 2  # the loop holds one batch while the next is made
 
 
+def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds):
+    """With DataLoader workers, batch storages are recycled through shared flags (SharedRing /
+    RingWatcher): a slice the trainer keeps must keep its values; dropped batches are reused."""
+    from wamdata.loader import torch_adapter
+
+    def loader():
+        stream = WamStream(ds, cameras=["front", "wrist"], image_size=(16, 24), shuffle_buffer=32, seed=3)
+        return stream.dataloader(batch_size=4, num_workers=2)
+
+    slots = []
+    real = torch_adapter.RingWatcher.received
+
+    def spy(self, batch):
+        slots.append(batch.get("_buffer", -1))
+        real(self, batch)
+
+    torch_adapter.RingWatcher.received = spy
+    try:
+        kept = [b["frames"]["wrist"][:, 0] for b in loader()]   # a view per batch outlives its batch
+        copies = [b["frames"]["wrist"][:, 0].clone() for b in loader()]
+    finally:
+        torch_adapter.RingWatcher.received = real
+    assert len(kept) == len(copies) > 8
+    for a, e in zip(kept, copies):
+        assert (a == e).all()
+    second = slots[len(kept):]
+    pooled = [s for s in second if s >= 0]
+    assert len(set(pooled)) < len(pooled), f"no slot was reused: {second}"
+    assert "_buffer" not in next(iter(loader())) and "_buffer_view" not in next(iter(loader()))
+
+
 def test_read_ahead_thread_changes_nothing_but_speed(ds):
     def run(read_ahead):
         stream = WamStream(ds, cameras=["front"], image_size=(16, 24), shuffle_buffer=24, seed=5,

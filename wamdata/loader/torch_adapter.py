@@ -38,10 +38,11 @@ def to_tensors(sample: dict) -> dict:
     return out
 
 
-def _tensor_alloc(shared: bool, pool=None):
-    """An ``alloc`` for :func:`batch.collate`: all arrays of a batch carved from ONE torch storage (in
-    shared memory inside DataLoader workers, so the batch crosses to the trainer as one segment,
-    without a copy); remembers which tensor backs which numpy view."""
+def _tensor_alloc(ring: "SharedRing | None" = None, pool=None):
+    """An ``alloc`` for :func:`batch.collate`: all arrays of a batch carved from ONE torch storage (a
+    shared-memory storage from ``ring`` inside DataLoader workers, so the batch crosses to the trainer
+    as one segment without a copy; a recycled numpy buffer from ``pool`` in the main process);
+    remembers which tensor backs which numpy view, and the ring slot used (``made["_slot"]``)."""
     import numpy as np
 
     torch = _torch_mod
@@ -51,16 +52,14 @@ def _tensor_alloc(shared: bool, pool=None):
         from wamdata.loader.batch import buffer_layout
 
         offsets, total = buffer_layout(specs)
-        base = None
-        if shared:
-            try:
-                base = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(max(total, 1)))
-            except (AttributeError, RuntimeError):
-                base = None
-        if base is None:
+        if ring is not None:
+            storage, made["_slot"] = ring.take(max(total, 1))
+            base = torch.empty(0, dtype=torch.uint8).set_(storage)
+        else:
             # a recycled buffer (batch.BufferPool): writing into warm memory is ~3x faster than
             # faulting in a fresh one for every batch
             base = torch.from_numpy(pool.take(max(total, 1)) if pool is not None else np.empty(max(total, 1), np.uint8))
+        made["_base"] = base
         out = []
         for (shape, dtype), off in zip(specs, offsets):
             tdt = torch.from_numpy(np.empty(0, dtype)).dtype
@@ -73,6 +72,9 @@ def _tensor_alloc(shared: bool, pool=None):
 
     def tensors(batch: dict) -> dict:
         out = _as_tensors(batch, made)
+        if made.get("_slot", -1) >= 0:
+            # one byte of the storage: the main process watches it to learn when the batch is dropped
+            out["_buffer"], out["_buffer_view"] = made["_slot"], made["_base"][:1]
         made.clear()  # the batch owns its tensors now; keep no reference that could delay a recycle
         return out
 
@@ -96,6 +98,67 @@ def _as_tensors(batch: dict, made: dict) -> dict:
     return out
 
 
+RING_SLOTS = 6  # shared buffers per worker: its prefetched batches + those the trainer still holds
+
+
+class SharedRing:
+    """A DataLoader worker's shared-memory batch storages, reused once the main process has seen
+    the trainer drop them.
+
+    A fresh shared-memory segment per batch costs a page fault (and the kernel's zeroing) per 4 KiB
+    page in the worker: at 55 MB per batch that was most of a worker's time. ``flags`` is a small
+    shared uint8 array made by the main process: the worker sets a slot busy when it fills it, the
+    main process (:class:`RingWatcher`) sets it free once no tensor there refers to the storage. A
+    slot is never reused while busy; when none is free the worker takes a fresh segment.
+    """
+
+    def __init__(self, flags, worker: int):
+        self.flags = flags.numpy()
+        self.base = worker * flags.shape[1]
+        self.row = self.flags[worker]
+        self.storages: list = []
+
+    def take(self, nbytes: int):
+        """(storage, global slot id or -1 for an unpooled storage)."""
+        for k, storage in enumerate(self.storages):
+            if self.row[k] == 0 and storage.nbytes() >= nbytes:
+                self.row[k] = 1
+                return storage, self.base + k
+        storage = _torch_mod.UntypedStorage._new_shared(nbytes)
+        if len(self.storages) < len(self.row):
+            self.storages.append(storage)
+            self.row[len(self.storages) - 1] = 1
+            return storage, self.base + len(self.storages) - 1
+        return storage, -1
+
+
+class RingWatcher:
+    """Main-process side of :class:`SharedRing`: holds a C++-level weak reference to each received
+    batch's storage (it sees every view, however the trainer slices the batch) and frees the slot
+    when it expires."""
+
+    def __init__(self, workers: int):
+        self.flags = _torch_mod.zeros((workers, RING_SLOTS), dtype=_torch_mod.uint8).share_memory_()
+        self._flat = self.flags.numpy().reshape(-1)
+        self._in_flight: list = []
+
+    def received(self, batch: dict) -> None:
+        from torch.multiprocessing.reductions import StorageWeakRef
+
+        slot, view = batch.pop("_buffer", -1), batch.pop("_buffer_view", None)
+        if slot >= 0 and view is not None:
+            self._in_flight.append((slot, StorageWeakRef(view.untyped_storage())))
+
+    def release_dropped(self) -> None:
+        still = []
+        for slot, ref in self._in_flight:
+            if ref.expired():
+                self._flat[slot] = 0
+            else:
+                still.append((slot, ref))
+        self._in_flight = still
+
+
 class TorchStream(_torch_mod.utils.data.IterableDataset):
     """Each DataLoader worker is one consumer: consumer = rank * num_workers + worker. Samples carry
     ``_worker`` (the consumer slot on this rank) and ``_index`` (its count of emitted samples) so
@@ -109,6 +172,7 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
         self.epoch = stream.epoch
         self.emitted: list[int] | None = None   # per worker slot, from a loaded state
         self.rotation = 0
+        self.ring_flags = None  # set by ResumableLoader: workers recycle shared batch storages
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self.emitted, self.rotation = int(epoch), None, 0
@@ -130,20 +194,27 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
             return
         from wamdata.loader.batch import BufferPool
 
-        pool = None if info is not None else BufferPool()  # workers use shared memory instead
+        if info is None:
+            ring, pool = None, BufferPool()
+        else:
+            # workers share memory with the trainer; recycled only when a watcher frees slots
+            flags = self.ring_flags
+            if flags is None:
+                flags = _torch_mod.ones((workers, 0), dtype=_torch_mod.uint8)
+            ring, pool = SharedRing(flags, worker), None
         group, i = [], start
         for i, sample in samples:
             group.append(sample)
             if len(group) == self.batch_size:
-                yield self._collate(group, slot, i, info is not None, pool)
+                yield self._collate(group, slot, i, ring, pool)
                 group = []
         if group:
-            yield self._collate(group, slot, i, info is not None, pool)
+            yield self._collate(group, slot, i, ring, pool)
 
-    def _collate(self, group, slot, i, in_worker, pool):
+    def _collate(self, group, slot, i, ring, pool):
         from wamdata.loader.batch import collate
 
-        alloc, tensors = _tensor_alloc(shared=in_worker, pool=pool)
+        alloc, tensors = _tensor_alloc(ring=ring, pool=pool)
         out = tensors(collate(group, alloc))
         if self.with_cursor:
             out["_worker"] = _torch_mod.full((len(group),), slot, dtype=_torch_mod.int64)
@@ -195,7 +266,14 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
             ds.emitted, ds.rotation = list(self._emitted), self._next_slot
         else:
             ds.emitted, ds.rotation = None, 0
+        # one ring per iteration: its workers are new processes (persistent workers would keep
+        # storages the new flags know nothing of, so they allocate fresh segments instead)
+        watcher = RingWatcher(self.num_workers) if self.num_workers and not self.persistent_workers else None
+        ds.ring_flags = watcher.flags if watcher else None
         for batch in super().__iter__():
+            if watcher:
+                watcher.received(batch)
+                watcher.release_dropped()
             slots, idx = batch.pop("_worker"), batch.pop("_index")
             for s in set(slots.tolist()):
                 self._emitted[s] = max(self._emitted[s], int(idx[slots == s].max()))
