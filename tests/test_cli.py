@@ -1,6 +1,9 @@
 """The CLI as a user meets it: convert (exit codes), sources, info, validate (catches damage)."""
 
 import json
+import os
+import subprocess
+import sys
 
 from tests.fixtures.synthetic import SOURCE, write_npz_tree
 from wamdata.cli import main
@@ -22,6 +25,19 @@ def test_convert_info_validate(tmp_path, ray_session, capsys):
     assert info["features"]["state.eef_rot"]["unit"] == "quat_xyzw"
     assert main(["validate", str(tmp_path / "ds")]) == 0
     assert "OK — 3 episodes, 30 frames decoded" in capsys.readouterr().out
+
+
+def test_read_commands_exit_cleanly_as_processes(tmp_path, ray_session):
+    """`info` and `validate` in their own interpreter, as a user runs them: they must exit 0 every
+    time (pyarrow's pre-buffered read_table over a Python file object aborted ~4 in 5 exits)."""
+    from wamdata.convert import ConvertConfig, convert
+
+    write_npz_tree(tmp_path / "src", n=2, T=8)
+    convert(ConvertConfig(source=SOURCE, input=str(tmp_path / "src"), output=str(tmp_path / "ds"), quiet=True))
+    for cmd in ("info", "info", "info", "validate"):
+        proc = subprocess.run([sys.executable, "-m", "wamdata.cli", cmd, str(tmp_path / "ds")],
+                              capture_output=True, text=True, env=dict(os.environ), timeout=300)
+        assert proc.returncode == 0, (cmd, proc.returncode, proc.stderr[-2000:])
 
 
 def test_exit_status_follows_max_failures(tmp_path, ray_session, capsys):

@@ -105,7 +105,7 @@ class DatasetIndex:
         return [f"{layout.SHARD_DIR}/{p.rsplit('/', 1)[-1][: -len('.parquet')]}.tar" for p in self._parts(".parquet")]
 
     def rows(self) -> pa.Table:
-        tables = [pq.read_table(self.fs.open(p, "rb")) for p in self._parts(".parquet")]
+        tables = [layout.read_parquet(self.fs, p) for p in self._parts(".parquet")]
         return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
 
     def failures(self) -> list[dict]:
@@ -170,7 +170,7 @@ class DatasetIndex:
         features, cameras = {}, {}
         tables = []
         for p in self._parts(".parquet"):
-            t = pq.read_table(self.fs.open(p, "rb"))
+            t = layout.read_parquet(self.fs, p)
             md = t.schema.metadata or {}
             for name, feat in json.loads(md.get(b"wamdata.features", b"{}")).items():
                 conflict = declaration_conflict(features.setdefault(name, feat), feat)

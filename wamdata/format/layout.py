@@ -57,6 +57,19 @@ def open_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, root.rstrip("/")
 
 
+def read_parquet(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None):
+    """A whole (small) parquet file as a pyarrow Table.
+
+    Through ``ParquetFile(...).read()``, not ``pq.read_table``: the latter's dataset path pre-buffers
+    on Arrow's I/O threads, and with a Python file object (any fsspec file) pyarrow 26 can then abort
+    the interpreter at exit ("terminate called without an active exception"; apache/arrow#34314).
+    """
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as f:
+        return pq.ParquetFile(f).read(columns=columns)
+
+
 def join(root: str, rel: str) -> str:
     return f"{root}/{rel}" if root else rel
 

@@ -136,8 +136,7 @@ class Dataset:
 
     @cached_property
     def episodes(self) -> pa.Table:
-        with self.fs.open(self._path(layout.INDEX_FILE), "rb") as f:
-            return pq.read_table(f)
+        return layout.read_parquet(self.fs, self._path(layout.INDEX_FILE))
 
     @cached_property
     def features(self) -> dict[str, Feature]:

@@ -130,10 +130,10 @@ def _read_ids(path: str) -> list[str]:
 
     try:
         if path.endswith(".parquet"):
-            import pyarrow.parquet as pq
+            from wamdata.format import layout
 
-            with fsspec.open(path, "rb") as f:
-                return [str(x) for x in pq.read_table(f, columns=["episode_id"])["episode_id"].to_pylist()]
+            fs, p = layout.open_fs(path)
+            return [str(x) for x in layout.read_parquet(fs, p, columns=["episode_id"])["episode_id"].to_pylist()]
         with fsspec.open(path, "r") as f:
             return [line.strip() for line in f if line.strip() and not line.startswith("#")]
     except FileNotFoundError as e:
