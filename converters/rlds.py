@@ -23,7 +23,7 @@ Field table (generic mapping; a preset, ``--option preset=bridge|droid``, maps f
 | episode_metadata/*                        | ``metadata.episode_metadata``    | file_path, recording_folderpath, ... as JSON values |
 | (none)                                    | ``timestamp``                    | i / fps; fps from the preset, ``--option fps`` or 10 Hz (recorded in ``metadata.fps_source``) |
 
-Preset features whose conversion is not a plain slice copy (Euler -> quaternion, gripper polarity)
+Preset features whose conversion is not a plain slice copy (Euler -> quaternion, gripper polarity, a unit ``scale``)
 are marked ``derived`` and their whole raw source field is kept under ``extra.`` as well: nothing lost.
 Non-RGB images (depth, 1-channel) are not converted; they are listed in ``metadata.unconverted``.
 """
@@ -230,12 +230,16 @@ class RLDS(Converter):
             a, b = cfg.get("slice", [0, v.shape[-1] if v.ndim > 1 else 1])
             vals = v.reshape(len(v), -1)[:, a:b]
             conv = cfg.get("convert", "identity")
+            scale = float(cfg.get("scale", 1.0))  # unit change, e.g. a normalised command to rad/s
             out = apply_conversion(conv, vals)
             if not np.issubdtype(out.dtype, np.floating):
                 out = out.astype(np.float32)
-            ep.add(name, out, derived=conv != "identity", description=cfg.get("description", fs.description),
+            if scale != 1.0:
+                out = out * out.dtype.type(scale)
+            exact = conv == "identity" and scale == 1.0
+            ep.add(name, out, derived=not exact, description=cfg.get("description", fs.description),
                    names=cfg.get("names"))
-            if conv == "identity":
+            if exact:
                 covered.setdefault(cfg["source"], set()).update(range(a, b))
         return {k for k, cols in covered.items()
                 if cols >= set(range(int(np.prod(fields[k][0].shape)) if fields[k][0].shape else 1))}

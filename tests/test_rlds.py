@@ -169,7 +169,10 @@ def test_droid_preset_on_fixture(tmp_path):
         np.testing.assert_allclose(ep.steps["state.gripper"], grip, atol=1e-7)
         np.testing.assert_array_equal(ep.steps["state.joint_pos"], want["obs/joint_position"])
         np.testing.assert_array_equal(ep.steps["action.joint_pos"], want["act/joint_position"])
-        np.testing.assert_array_equal(ep.steps["action.joint_vel"], want["act/joint_velocity"])
+        # the normalised command in rad/s, the same unit and scale as converters.droid gives the raw release
+        np.testing.assert_allclose(ep.steps["action.joint_vel"], want["act/joint_velocity"] * 3.0, rtol=1e-6)
+        assert ep.features["action.joint_vel"].derived
+        np.testing.assert_array_equal(ep.steps["extra.action_dict.joint_velocity"], want["act/joint_velocity"])
         np.testing.assert_allclose(ep.steps["action.eef_pos"], want["act/cartesian_position"][:, :3])
         for q, e in zip(ep.steps["action.eef_rot"], want["act/cartesian_position"][:, 3:]):
             assert np.allclose(_rot(q.astype(np.float64)), _euler_matrix(*e), atol=1e-5)
