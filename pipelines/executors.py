@@ -2,8 +2,10 @@
 
 ``RayExecutor(workers=N)`` starts a local Ray with N CPUs (or joins ``address``, e.g. ``auto`` or
 ``ray://head:10001`` for a cluster) and runs each unit as one Ray task with one CPU, yielding results
-as tasks finish. A Ray already initialised in this process (a test session, a notebook) is reused and
-left running.
+as tasks finish. At most ``parallelism`` tasks are in flight — N, or all the cluster's CPUs when
+joining without N — so ``workers`` means the same on a shared Ray as on our own, and the driver holds
+a bounded number of task references however many units a job has. A Ray already initialised in this
+process (a test session, a notebook) is reused and left running.
 """
 
 from __future__ import annotations
@@ -40,9 +42,17 @@ class RayExecutor:
                     ) from err
             else:
                 # "local": a new Ray of our own, even where `ray start` left a cluster on this machine
-                ray.init(address="local", num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+                ray.init(address="local", num_cpus=self.workers or 2, include_dashboard=False,
+                         log_to_driver=False)
             self._started = True
         return self
+
+    @property
+    def parallelism(self) -> int:
+        """How many units run at once: ``workers``, else every CPU of the Ray we are on."""
+        import ray
+
+        return self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
     def __exit__(self, *exc) -> None:
         import ray
@@ -56,11 +66,21 @@ class RayExecutor:
         import ray
 
         remote = ray.remote(num_cpus=1, max_retries=self.max_retries)(fn)
-        pending = {remote.remote(*a): a for a in args}
+        todo, pending, limit = iter(args), {}, self.parallelism
+
+        def submit() -> None:
+            while len(pending) < limit:
+                a = next(todo, None)
+                if a is None:
+                    return
+                pending[remote.remote(*a)] = a
+
+        submit()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             ref = ready[0]
             a = pending.pop(ref)
+            submit()  # keep every slot busy while this result is committed
             try:
                 yield ray.get(ref)
             except (ray.exceptions.RayError, OSError) as err:

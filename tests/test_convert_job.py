@@ -67,6 +67,25 @@ def test_one_and_two_workers_give_the_same_dataset(tmp_path, ray_session):
     assert sum(ia.column("num_steps").to_pylist()) == sum(ib.column("num_steps").to_pylist()) == 60
 
 
+def _overlap_probe(i):
+    import time
+
+    start = time.time()
+    time.sleep(0.4)
+    return i, start, time.time()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_bound_the_tasks_in_flight_on_a_shared_ray(ray_session, workers):
+    """The session's Ray has 2 CPUs; `workers` still caps how many units run at once."""
+    with RayExecutor(workers=workers) as ex:
+        assert ex.parallelism == workers
+        spans = list(ex.map_unordered(_overlap_probe, [(i,) for i in range(5)], on_error=None))
+    assert sorted(i for i, _, _ in spans) == list(range(5))
+    most = max(sum(1 for _, s, e in spans if s <= t < e) for _, t, _ in spans)
+    assert most <= workers
+
+
 def test_failures_recorded_job_completes_and_exit_policy(tmp_path, ray_session):
     write_npz_tree(tmp_path / "src", n=5, T=10, corrupt=(1, 3))
     report = _run(tmp_path / "src", tmp_path / "ds")

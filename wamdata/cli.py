@@ -34,7 +34,8 @@ def cmd_convert(args) -> int:
 
     config = ConvertConfig(
         source=args.source, input=args.input, output=args.output, options=_options(args.option),
-        workers=args.workers, ray_address=args.ray_address, shard_size_mb=args.shard_size_mb,
+        workers=args.workers if args.workers is not None or args.ray_address else 2,
+        ray_address=args.ray_address, shard_size_mb=args.shard_size_mb,
         video_codec=args.video_codec, resolution=args.resolution, crf=args.crf, limit=args.limit,
         max_failures=args.max_failures, overwrite=args.overwrite, retry_failed=args.retry_failed,
         quiet=args.quiet,
@@ -108,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--source", required=True, help="converter name (see `wamdata sources`)")
     c.add_argument("--input", required=True, help="source root (local path or fsspec URL)")
     c.add_argument("--output", required=True, help="dataset folder (local path or fsspec URL)")
-    c.add_argument("--workers", type=int, default=2, help="CPUs of the local Ray (default 2)")
+    c.add_argument("--workers", type=int, default=None,
+                   help="CPUs of the local Ray (default 2); with --ray-address, the most tasks at once "
+                        "(default: every CPU of the cluster)")
     c.add_argument("--ray-address", default=None, help="join a Ray cluster instead (e.g. auto)")
     c.add_argument("--shard-size-mb", type=float, default=512, help="roll to a new shard past this size")
     c.add_argument("--video-codec", choices=["h264", "av1", "copy"], default="h264",

@@ -2,7 +2,8 @@
 
 This module knows the job, not the scheduler: :func:`convert` takes an executor with one method,
 ``map_unordered(fn, args, on_error) -> iterator of results as they finish``, where ``on_error(args,
-exception)`` turns a unit whose worker died into a result. :class:`SerialExecutor` runs units in
+exception)`` turns a unit whose worker died into a result, and a ``parallelism`` (units at once) by
+which the items are split into units. :class:`SerialExecutor` runs units in
 this process; ``pipelines.executors.RayExecutor`` runs them as Ray tasks. Either way the driver alone
 commits shards and the index, so there is a single writer of the index.
 
@@ -36,7 +37,7 @@ class ConvertConfig:
     input: str
     output: str
     options: dict = field(default_factory=dict)
-    workers: int = 2
+    workers: int | None = 2  # local Ray CPUs; with ray_address, the most tasks at once (None: all CPUs)
     ray_address: str | None = None
     shard_size_mb: float = 512
     video_codec: str = "h264"
@@ -89,6 +90,8 @@ class ConvertReport:
 
 class SerialExecutor:
     """Runs units one after another in this process (tests, debugging, tiny jobs)."""
+
+    parallelism = 1
 
     def map_unordered(self, fn: Callable, args: Iterable[tuple], on_error: Callable) -> Iterator:
         for a in args:
@@ -143,7 +146,7 @@ def convert(config: ConvertConfig, executor=None) -> ConvertReport:
     report = ConvertReport(items=len(items), skipped=len(items) - len(todo), max_failures=config.max_failures)
     if not items:
         log.warning("%s: discovered no %s items", config.input, config.source)
-    units = plan_units(todo, config.workers, config.unit_size)
+    units = plan_units(todo, executor.parallelism, config.unit_size)
     bar = tqdm(total=len(todo), unit="item", disable=config.quiet, desc=f"convert {config.source}")
     try:
         args = [(config, name, its) for name, its in units]

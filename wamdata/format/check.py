@@ -1,7 +1,8 @@
 """`wamdata validate`: index against shards, every episode decodable, values within the schema.
 
-Problems are grouped by class (index, shard, steps, video, schema); the check stops at the end of the
-first class that has problems, since later classes would only repeat them.
+Problems are grouped by class (index, shard, steps, video, schema). Index problems end the check (the
+episodes cannot be located); otherwise every episode is checked up to its own first problem, so one
+run names every damaged episode, and the report lists the problems class by class, naming the first.
 """
 
 from __future__ import annotations

@@ -85,7 +85,11 @@ class StoredEpisode:
     def frames(self, camera: str, start: int = 0, stop: int | None = None, decoder=None) -> np.ndarray:
         """Frames [start, stop) of a camera as uint8 (n, H, W, 3); frame i belongs to step i."""
         decoder = decoder or video.get_decoder()
-        return decoder.decode(self.video_bytes(camera), start, stop)
+        out = decoder.decode(self.video_bytes(camera), start, stop)
+        if len(out) == 0:  # an empty range still has the camera's frame shape
+            cam = self.meta["cameras"][camera]
+            return np.zeros((0, cam["height"], cam["width"], 3), np.uint8)
+        return out
 
     def iter_frames(self, camera: str, start: int = 0, stop: int | None = None, decoder=None):
         decoder = decoder or video.get_decoder()
@@ -125,7 +129,10 @@ class Dataset:
         if not self.fs.exists(info_path):
             raise FormatError(f"{info_path}: not a wamdata dataset (no {layout.INFO_FILE}); "
                               f"create one with `wamdata convert`")
-        self.info: dict = json.loads(self.fs.cat_file(info_path))
+        try:
+            self.info: dict = json.loads(self.fs.cat_file(info_path))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise FormatError(f"{info_path}: not valid JSON ({e})") from e
         version = self.info.get("format_version")
         if version != layout.FORMAT_VERSION:
             raise FormatError(f"{info_path}: format version {version}; this wamdata reads version "
@@ -136,7 +143,14 @@ class Dataset:
 
     @cached_property
     def episodes(self) -> pa.Table:
-        return layout.read_parquet(self.fs, self._path(layout.INDEX_FILE))
+        path = self._path(layout.INDEX_FILE)
+        try:
+            return layout.read_parquet(self.fs, path)
+        except FileNotFoundError as e:
+            raise FormatError(f"{path}: missing: the index of every episode (a conversion that never "
+                              f"finished? re-run the same `wamdata convert` to resume)") from e
+        except (pa.ArrowException, OSError) as e:
+            raise FormatError(f"{path}: unreadable index ({e})") from e
 
     @cached_property
     def features(self) -> dict[str, Feature]:
