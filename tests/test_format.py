@@ -1,0 +1,83 @@
+"""Format v1 as other tools and careless hands meet it: schema validation before anything is written,
+shards read by webdataset itself, damaged index files reported by name, empty frame ranges."""
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+import wamdata
+from tests.fixtures.frames import textured_frames
+from wamdata.cli import main
+from wamdata.errors import FormatError, SchemaError
+from wamdata.format.writer import write_dataset
+from wamdata.schema import ArrayFrames, Camera, Episode, validate
+
+
+def _episode(eid="lab/ep0", T=6) -> Episode:
+    ep = Episode(episode_id=eid, source="test", family="teleop", embodiment="bot", fps=10.0,
+                 steps={"timestamp": np.arange(T) / 10.0}, action_space="joint_pos")
+    ep.add("state.eef_pos", np.random.default_rng(0).normal(size=(T, 3)))
+    ep.add("state.gripper", np.linspace(0, 1, T))
+    ep.add("action.joint_pos", np.zeros((T, 7)))
+    ep.cameras["front"] = Camera("front", ArrayFrames(textured_frames(T, 32, 48, seed=1)))
+    return ep
+
+
+@pytest.mark.parametrize("damage, field, words", [
+    (lambda ep: ep.steps.__setitem__("state.eef_pos", np.zeros((6, 4))), "state.eef_pos", "shape"),
+    (lambda ep: ep.steps.__setitem__("timestamp", np.array([0, .1, .2, .2, .3, .4])), "timestamp", "increasing"),
+    (lambda ep: ep.cameras.__setitem__("front", Camera("front", ArrayFrames(textured_frames(5, 32, 48)))),
+     "cameras.front", "5 frames for 6 steps"),
+    (lambda ep: ep.steps["action.joint_pos"].__setitem__((2, 3), np.nan), "action.joint_pos", "NaN"),
+])
+def test_validate_rejects_with_episode_and_field(damage, field, words):
+    ep = _episode()
+    validate(ep)
+    damage(ep)
+    with pytest.raises(SchemaError) as err:
+        validate(ep)
+    msg = str(err.value)
+    assert "lab/ep0" in msg and field in msg and words in msg
+
+
+def test_webdataset_reads_one_sample_per_episode(tmp_path):
+    write_dataset(str(tmp_path / "ds"), [_episode("lab/ep0"), _episode("lab/ep1", T=9)])
+    ds = wamdata.open_dataset(str(tmp_path / "ds"))
+    samples = []
+    for shard in ds.shards:
+        samples += list(wds.WebDataset(str(tmp_path / "ds" / shard), shardshuffle=False))
+    assert len(samples) == 2 == len(ds)
+    by_id = {json.loads(s["json"])["episode_id"]: s for s in samples}
+    assert sorted(by_id) == ["lab/ep0", "lab/ep1"]
+    steps = pq.read_table(io.BytesIO(by_id["lab/ep1"]["steps.parquet"]))
+    assert steps.num_rows == 9
+    np.testing.assert_array_equal(steps.column("state.gripper").to_numpy().ravel(),
+                                  ds.episode("lab/ep1").array("state.gripper").ravel())
+
+
+def test_empty_frame_range_keeps_the_frame_shape(tmp_path):
+    write_dataset(str(tmp_path / "ds"), [_episode()])
+    ep = wamdata.open_dataset(str(tmp_path / "ds")).episode("lab/ep0")
+    assert ep.frames("front", 2, 4).shape == (2, 32, 48, 3)
+    assert ep.frames("front", 3, 3).shape == (0, 32, 48, 3)
+
+
+@pytest.mark.parametrize("damage", ["missing index", "corrupt index", "corrupt info"])
+def test_damaged_index_files_are_named_not_a_traceback(tmp_path, capsys, damage):
+    root = tmp_path / "ds"
+    write_dataset(str(root), [_episode()])
+    target = root / ("wamdata.json" if damage == "corrupt info" else "episodes.parquet")
+    if damage == "missing index":
+        target.unlink()
+    else:
+        target.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(FormatError, match=target.name):
+        wamdata.open_dataset(str(root)).episodes
+    for cmd in ("info", "validate"):
+        assert main([cmd, str(root)]) == 2
+        err = capsys.readouterr().err
+        assert target.name in err and "Traceback" not in err
