@@ -11,7 +11,7 @@ import pytest
 from tests.fixtures.loader_data import frame, make_dataset
 from wamdata.errors import ConfigError, FormatError
 from wamdata.loader import LoaderConfig, WamStream, load_manifest
-from wamdata.loader.plan import WindowScheduler, block_slice, mixture_counts
+from wamdata.loader.plan import WindowScheduler, block_owners, mixture_counts
 
 LENGTHS = [20, 25, 15, 30, 20, 10]
 
@@ -178,6 +178,19 @@ def test_mixture_weights(ds, ego):
     assert {w for w in ids(samples) if w[0].startswith("ego")} == all_windows([12] * 3, "ego")
 
 
+@pytest.mark.parametrize("consumers", [4, 8])
+def test_mixture_weights_hold_across_many_consumers(ds, ego, consumers):
+    """ranks x workers consumers: the 3-episode dataset is shared by those that would get none of
+    its episodes, so every consumer (and the whole) samples it by its weight."""
+    stream = WamStream({"datasets": [{"path": ds, "weight": 1}, {"path": ego, "weight": 1}]},
+                       cameras=[], normalize=None, samples_per_epoch=4000, shuffle_buffer=8)
+    per = [[s["dataset"] for _, s in stream.iter_consumer(0, c, consumers)] for c in range(consumers)]
+    assert sum(map(len, per)) == 4000
+    for got in per:
+        assert abs(np.mean([d == "ds" for d in got]) - 0.5) < 0.15
+    assert abs(np.mean([d == "ds" for got in per for d in got]) - 0.5) < 0.03
+
+
 def test_mixture_resume(ds, ego):
     kw = dict(cameras=["front"], normalize=None, samples_per_epoch=300, shuffle_buffer=10, image_size=(8, 8))
     mix = {"datasets": [{"path": ds, "weight": 2}, {"path": ego, "weight": 1}]}
@@ -306,8 +319,8 @@ def test_mixture_counts_and_blocks_are_pure():
     assert a == list(mixture_counts([1, 2, 0.5], 5000, 3, 1, 0))
     assert np.bincount(a).tolist()[1] / 5000 == pytest.approx(2 / 3.5, abs=0.03)
     w = np.array([5, 1, 1, 9, 3, 0, 4])
-    blocks = [block_slice(w, c, 3) for c in range(3)]
-    assert [i for b in blocks for i in b] == list(range(len(w)))
+    owner = block_owners(w, 3)
+    assert owner.tolist() == sorted(owner.tolist()) and set(owner.tolist()) == {0, 1, 2}  # contiguous, all used
 
 
 def test_numpy_batches_equal_stacked_samples(ds):

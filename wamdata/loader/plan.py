@@ -77,24 +77,28 @@ class DatasetPlan:
         return [r for i in perm for r in self.by_shard[self.shards[i]]]
 
     def block(self, seed: int, epoch: int, dataset: int, pass_: int, consumer: int,
-              num_consumers: int) -> list[EpisodeRef]:
+              num_consumers: int, shared: bool = False) -> list[EpisodeRef]:
+        """The episodes of ``consumer``. ``shared``: a consumer whose block is empty (a dataset with
+        fewer episodes than consumers) reads, in turn, the block of one that has episodes."""
         order = self.episode_order(seed, epoch, dataset, pass_)
-        return [order[i] for i in block_slice(np.array([r.windows for r in order], np.int64), consumer,
-                                              num_consumers)]
+        windows = np.array([r.windows for r in order], np.int64)
+        owner = block_owners(windows, num_consumers)
+        mine = np.nonzero(owner == consumer)[0]
+        if shared and not len(mine):
+            have = np.unique(owner[windows > 0])
+            if len(have):
+                mine = np.nonzero(owner == have[consumer % len(have)])[0]
+        return [order[i] for i in mine]
 
 
-def block_slice(windows: np.ndarray, consumer: int, num_consumers: int) -> range:
-    """Contiguous episode range of ``consumer``: episode i goes to floor(mid_i * N / total), where mid_i
-    is the cumulative window count at its middle; monotone, so blocks are contiguous and disjoint."""
-    if len(windows) == 0:
-        return range(0)
-    total = int(windows.sum())
+def block_owners(windows: np.ndarray, num_consumers: int) -> np.ndarray:
+    """The consumer of each episode: episode i goes to floor(mid_i * N / total), where mid_i is the
+    cumulative window count at its middle; monotone, so blocks are contiguous and disjoint."""
+    total = int(windows.sum()) if len(windows) else 0
     if total == 0:
-        return range(0)
+        return np.full(len(windows), -1, np.int64)
     cum = np.cumsum(windows)
-    owner = np.minimum(((2 * cum - windows) * num_consumers) // (2 * total), num_consumers - 1)
-    idx = np.nonzero(owner == consumer)[0]
-    return range(int(idx[0]), int(idx[-1]) + 1) if len(idx) else range(0)
+    return np.minimum(((2 * cum - windows) * num_consumers) // (2 * total), num_consumers - 1)
 
 
 class WindowScheduler:

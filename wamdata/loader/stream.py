@@ -125,8 +125,7 @@ class _DatasetCursor:
         self._start_pass(0)
 
     def _block(self, pass_: int) -> list[EpisodeRef]:
-        cfg = self.stream.config
-        return self.source.plan.block(cfg.seed, self.epoch, self.source.index, pass_, self.consumer, self.n)
+        return self.stream._block(self.source, self.epoch, pass_, self.consumer, self.n)
 
     def _start_pass(self, pass_: int):
         cfg = self.stream.config
@@ -286,8 +285,15 @@ class WamStream:
         return sum(self._first_pass_windows(epoch, consumer, num_consumers))
 
     def _first_pass_windows(self, epoch, consumer, n) -> list[int]:
-        return [sum(r.windows for r in s.plan.block(self.config.seed, epoch, s.index, 0, consumer, n))
-                for s in self.sources]
+        return [sum(r.windows for r in self._block(s, epoch, 0, consumer, n)) for s in self.sources]
+
+    def _block(self, source: _Source, epoch: int, pass_: int, consumer: int, n: int) -> list[EpisodeRef]:
+        """The episodes ``consumer`` of ``n`` reads from ``source`` in a pass. Alone, a dataset is
+        split so each window is read once per epoch. In a mixture, a consumer left without episodes
+        of a small dataset shares another consumer's block: otherwise it would never sample that
+        dataset, and its weight would shrink as ranks x workers grow."""
+        return source.plan.block(self.config.seed, epoch, source.index, pass_, consumer, n,
+                                 shared=len(self.sources) > 1)
 
     def num_samples(self, epoch: int | None = None, num_workers: int = 1) -> int:
         """Samples this rank yields in one epoch (all its workers together)."""
