@@ -323,6 +323,32 @@ def test_mixture_counts_and_blocks_are_pure():
     assert owner.tolist() == sorted(owner.tolist()) and set(owner.tolist()) == {0, 1, 2}  # contiguous, all used
 
 
+@pytest.mark.parametrize("api", ["numpy", "torch"])
+def test_batches_without_cameras_or_future_frames(ds, api):
+    def batches(**kw):
+        stream = WamStream(ds, normalize=None, shuffle_buffer=8, image_size=(8, 12), **kw)
+        return list(stream.batches(5)) if api == "numpy" else list(stream.dataloader(batch_size=5))
+
+    b = batches(cameras=[])[0]
+    assert dict(b["frames"]) == {} and dict(b["future_frames"]) == {} and len(b["state"]) == 5
+    b = batches(cameras=["front"], history=1, future=[])[0]
+    assert tuple(b["frames"]["front"].shape) == (5, 1, 8, 12, 3)
+    assert tuple(b["future_frames"]["front"].shape) == (5, 0, 8, 12, 3)
+
+
+def test_batches_checkpoint_after_the_last_partial_batch_resumes_to_nothing(ds):
+    kw = dict(cameras=[], normalize=None, shuffle_buffer=8)
+    s = WamStream(ds, **kw)
+    sizes, state = [], None
+    for b in s.batches(16):
+        sizes.append(len(b["t"]))
+        state = s.state_dict()
+    assert sizes[-1] == sum(LENGTHS) % 16 != 0
+    r = WamStream(ds, **kw)
+    r.load_state_dict(state)
+    assert list(r.batches(16)) == []
+
+
 def test_numpy_batches_equal_stacked_samples(ds):
     kw = dict(cameras=["front", "wrist"], normalize=None, shuffle_buffer=20, image_size=(8, 12))
     samples = list(WamStream(ds, **kw))

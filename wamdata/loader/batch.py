@@ -71,25 +71,27 @@ def collate(samples: list[dict], alloc: Callable | None = None) -> dict:
     """``alloc(specs)`` gets every (shape, dtype) of the batch at once and returns the arrays, so an
     allocator can carve them all from one buffer."""
     first, B = samples[0], len(samples)
+    # a camera's frame size, from whichever of its frame lists is not empty (future=[] has none)
+    size = {cam: frames[0].shape[:2] for v in first.values() if isinstance(v, dict)
+            for cam, frames in v.items() if len(frames)}
     specs, slots = [], []
     for key, v in first.items():
         if isinstance(v, dict):
             for cam, frames in v.items():
-                n = len(frames)
-                h, w = (frames[0].shape[:2]) if n else (0, 0)
-                specs.append(((B, n, h, w, 3), np.dtype(np.uint8)))
+                h, w = size.get(cam, (0, 0))
+                specs.append(((B, len(frames), h, w, 3), np.dtype(np.uint8)))
                 slots.append((key, cam))
         elif isinstance(v, np.ndarray):
             specs.append(((B, *v.shape), v.dtype))
             slots.append((key, None))
     arrays = (alloc or _np_alloc)(specs)
-    out = {}
+    out = {key: {} for key, v in first.items() if isinstance(v, dict)}  # kept when no camera is asked for
     for (key, cam), arr in zip(slots, arrays):
         if cam is not None:
             for b, s in enumerate(samples):
                 for j, f in enumerate(s[key][cam]):
                     arr[b, j] = f
-            out.setdefault(key, {})[cam] = arr
+            out[key][cam] = arr
         else:
             for b, s in enumerate(samples):
                 arr[b] = s[key]

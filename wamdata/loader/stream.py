@@ -371,6 +371,7 @@ class WamStream:
                 yield collate(group, alloc)
                 group = []
         if group:
+            self._emitted = i  # a checkpoint taken now must not replay this last, partial batch
             yield collate(group, alloc)
         self.epoch += 1
         self._emitted = 0
