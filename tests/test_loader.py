@@ -123,10 +123,23 @@ def test_exact_resume(ds, cut):
         np.testing.assert_array_equal(a["frames"]["front"], b["frames"]["front"])
 
 
-def test_resume_rejects_other_layout(ds):
+def test_resume_rejects_other_layout(ds, ego):
     s = WamStream(ds, cameras=[], normalize=None, seed=1)
     with pytest.raises(ConfigError, match="seed"):
         WamStream(ds, cameras=[], normalize=None, seed=2).load_state_dict(s.state_dict())
+    # anything that changes which samples come in which order makes a saved position meaningless
+    for other in (dict(shuffle_buffer=7), dict(history=3), dict(split="train")):
+        with pytest.raises(ConfigError, match="another stream"):
+            WamStream(ds, cameras=[], normalize=None, seed=1, **other).load_state_dict(s.state_dict())
+    with pytest.raises(ConfigError, match="another stream"):
+        WamStream({"datasets": [{"path": ds}, {"path": ego}]}, cameras=[], normalize=None,
+                  seed=1).load_state_dict(s.state_dict())
+    WamStream(ds, cameras=[], normalize=None, seed=1).load_state_dict(s.state_dict())  # the same: fine
+
+
+def test_normalize_naming_an_unknown_feature_is_an_error(ds):
+    with pytest.raises(ConfigError, match="state.eef_poss"):
+        WamStream(ds, cameras=[], normalize={"state.eef_poss": "stats"})
 
 
 def test_two_ranks_two_workers_cover_the_epoch_once(ds):

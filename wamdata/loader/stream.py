@@ -11,9 +11,12 @@ episodes that were in the buffer and goes on with exactly the samples an uninter
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import sys
 from dataclasses import replace
+from functools import cached_property
 from typing import Iterator
 
 import numpy as np
@@ -254,6 +257,12 @@ class WamStream:
         self.action_layout = VectorLayout.build("action", [{n: f for n, f in fs.items() if n.startswith("action.")}
                                                            if cfg.action_features is None else fs for fs in feats],
                                                 cfg.action_features)
+        if isinstance(cfg.normalize, dict):
+            vector = set(self.state_layout.names + self.action_layout.names)
+            stray = sorted(set(cfg.normalize) - vector)
+            if stray:
+                raise ConfigError(f"normalize names {stray}, which no state or action vector of this stream "
+                                  f"holds (a typo would stream them unnormalised); known: {sorted(vector)}")
         frame_shape = {}
         for cam in cfg.cameras:
             if cfg.image_size is not None:
@@ -379,13 +388,29 @@ class WamStream:
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._emitted = int(epoch), 0
 
-    def state_dict(self) -> dict:
+    @cached_property
+    def plan_id(self) -> str:
+        """A digest of everything that decides which samples come in which order: the datasets (path,
+        weight, filter, curated ids, selected episodes) and the window and shuffle settings. A saved
+        state only resumes a stream with the same plan."""
+        cfg = self.config
+        parts = [[repr(s.spec), s.plan.rows.num_rows, s.plan.total_windows] for s in self.sources]
+        parts.append([cfg.shuffle_buffer, cfg.max_live_episodes, cfg.window_stride, cfg.fps, cfg.split,
+                      cfg.samples_per_epoch, cfg.history, list(cfg.future), cfg.action_horizon])
+        return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+    def make_state(self, epoch: int, emitted: list[int], rotation: int = 0) -> dict:
+        """A resume state: a handful of integers (one emitted count per worker slot)."""
         rank, world = _rank_world(self.config)
-        return {"version": STATE_VERSION, "seed": self.config.seed, "epoch": self.epoch, "rank": rank,
-                "world_size": world, "num_workers": 1, "rotation": 0, "emitted": [self._emitted]}
+        return {"version": STATE_VERSION, "seed": self.config.seed, "plan": self.plan_id, "epoch": int(epoch),
+                "rank": rank, "world_size": world, "num_workers": len(emitted), "rotation": int(rotation),
+                "emitted": [int(x) for x in emitted]}
+
+    def state_dict(self) -> dict:
+        return self.make_state(self.epoch, [self._emitted])
 
     def load_state_dict(self, state: dict) -> None:
-        check_state(state, self.config, num_workers=1)
+        check_state(state, self, num_workers=1)
         self.epoch, self._emitted = int(state["epoch"]), int(state["emitted"][0])
 
     # ---- adapters ----------------------------------------------------------------------------------
@@ -411,10 +436,15 @@ class WamStream:
         return ray_dataset(self, parallelism, self.epoch if epoch is None else epoch, block_rows)
 
 
-def check_state(state: dict, cfg: LoaderConfig, num_workers: int) -> None:
+def check_state(state: dict, stream: WamStream, num_workers: int) -> None:
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise ConfigError(f"not a WamStream state (version {state.get('version') if isinstance(state, dict) else None}, "
                           f"want {STATE_VERSION})")
+    cfg = stream.config
+    if state.get("plan") != stream.plan_id:
+        raise ConfigError(f"state was saved for another stream (plan {state.get('plan')}, this one {stream.plan_id}): "
+                          "the datasets, their selection or the window/shuffle settings differ, so the "
+                          "remaining samples would not be the ones left over")
     rank, world = _rank_world(cfg)
     if state["seed"] != cfg.seed or state["world_size"] != world or state["rank"] != rank:
         raise ConfigError(f"state was saved with seed {state['seed']}, rank {state['rank']} of {state['world_size']}; "

@@ -7,7 +7,7 @@ torch is imported only here (and only when these are used): ``pip install 'wamda
 from __future__ import annotations
 
 from wamdata.errors import ConfigError
-from wamdata.loader.stream import STATE_VERSION, WamStream, _rank_world, check_state
+from wamdata.loader.stream import WamStream, _rank_world, check_state
 
 
 def _torch():
@@ -283,13 +283,10 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
         self._emitted, self._next_slot = [0] * self._slots, 0
 
     def state_dict(self) -> dict:
-        rank, world = _rank_world(self._stream_ds.stream.config)
-        return {"version": STATE_VERSION, "seed": self._stream_ds.stream.config.seed, "epoch": self.epoch,
-                "rank": rank, "world_size": world, "num_workers": self._slots, "rotation": self._next_slot,
-                "emitted": list(self._emitted)}
+        return self._stream_ds.stream.make_state(self.epoch, self._emitted, self._next_slot)
 
     def load_state_dict(self, state: dict) -> None:
-        check_state(state, self._stream_ds.stream.config, self._slots)
+        check_state(state, self._stream_ds.stream, self._slots)
         self._stream_ds.epoch = int(state["epoch"])
         self._emitted = [int(x) for x in state["emitted"]]
         self._next_slot = int(state["rotation"])
