@@ -151,3 +151,18 @@ def test_read_ahead_thread_changes_nothing_but_speed(ds):
     assert len(a) == len(b) == sum(LENGTHS)
     for x, y in zip(a, b):
         assert x[:2] == y[:2] and (x[2] == y[2]).all() and (x[3] == y[3]).all()
+
+
+def test_plain_dataloader_follows_set_epoch(ds):
+    """DataLoader(stream.torch()) with workers: the order is a function of the epoch set on it."""
+    import torch
+
+    ts = WamStream(ds, cameras=[], normalize=None, shuffle_buffer=16, seed=4).torch()
+
+    def epoch(e):
+        ts.set_epoch(e)
+        dl = torch.utils.data.DataLoader(ts, batch_size=None, num_workers=2)
+        return [(s["episode_id"], int(s["t"])) for s in dl]
+
+    one, two, one_again = epoch(1), epoch(2), epoch(1)
+    assert one == one_again and one != two and sorted(one) == sorted(two) and len(one) == sum(LENGTHS)

@@ -25,7 +25,7 @@ class LoaderConfig:
     image_size: tuple[int, int] | None = (180, 320)   # (height, width); None keeps the stored size
     seed: int = 0
     shuffle_buffer: int = 2048        # windows held for shuffling; <= 1 streams windows in order
-    max_live_episodes: int = 8        # decoded episodes held at once (bounds memory with the buffer)
+    max_live_episodes: int = 8        # decoded episodes held at once (+1 read ahead): the memory bound
     read_ahead: bool = True           # decode the next episode in a background thread (one more in memory)
     window_stride: int = 1            # anchor every N-th step
     normalize: str | dict | None = "stats"   # "stats" | "bounds" | None, or {feature: mode}

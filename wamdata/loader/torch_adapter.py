@@ -162,7 +162,10 @@ class RingWatcher:
 class TorchStream(_torch_mod.utils.data.IterableDataset):
     """Each DataLoader worker is one consumer: consumer = rank * num_workers + worker. Samples carry
     ``_worker`` (the consumer slot on this rank) and ``_index`` (its count of emitted samples) so
-    :class:`ResumableLoader` can keep the resume state from the batches it hands out."""
+    :class:`ResumableLoader` can keep the resume state from the batches it hands out.
+
+    Under a plain DataLoader, call :meth:`set_epoch` each epoch, as with torch's DistributedSampler:
+    workers get a fresh copy of this object per epoch, so they cannot advance it themselves."""
 
     def __init__(self, stream: WamStream, with_cursor: bool = False, batch_size: int | None = None):
         super().__init__()

@@ -3,7 +3,9 @@ windows cut from it.
 
 Frames are decoded sequentially (one pass per camera, no seek) when the episode is loaded; each
 decoded frame carries a count of the pending windows that still need it and is dropped when that
-count reaches zero, so memory follows the shuffle buffer rather than the episode length.
+count reaches zero. A loaded episode's windows all become pending at once, so the frames held are
+bounded by ``max_live_episodes`` (+1 read ahead) x the longest episode's needed frames x cameras, and
+shrink as windows are emitted; ``shuffle_buffer`` decides when the next episode is loaded.
 """
 
 from __future__ import annotations
