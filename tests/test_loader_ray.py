@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
-import pytest
 
 from tests.fixtures.loader_data import make_dataset
 from wamdata.loader import WamStream
@@ -25,3 +26,17 @@ def test_ray_dataset_yields_every_window_once(ray_session, tmp_path):
     plain = {(w["episode_id"], w["t"]): w for c in range(3) for _, w in stream.iter_consumer(0, c, 3)}
     for row in rows:
         np.testing.assert_allclose(row["state"], plain[(row["episode_id"], int(row["t"]))]["state"])
+
+
+def test_streaming_split_gives_each_trainer_a_disjoint_share(ray_session, tmp_path):
+    """What ray.train does with the dataset: streaming_split(n) across trainers; together they see
+    every window once, none twice."""
+    ds = make_dataset(tmp_path / "ds", n=len(LENGTHS), steps=LENGTHS)
+    stream = WamStream(ds, cameras=["front"], image_size=(8, 8), future=[2], action_horizon=3, shuffle_buffer=8)
+    splits = stream.ray_dataset(parallelism=4, block_rows=4).streaming_split(2, equal=False)
+    # trainers consume their splits at the same time (one alone would wait for the other)
+    with ThreadPoolExecutor(2) as pool:
+        shares = list(pool.map(lambda it: [(r["episode_id"], int(r["t"])) for r in it.iter_rows()], splits))
+    want = {(f"ep{e:04d}", t) for e, n in enumerate(LENGTHS) for t in range(n)}
+    assert all(shares) and not set(shares[0]) & set(shares[1])
+    assert sorted(shares[0] + shares[1]) == sorted(want)
