@@ -123,12 +123,31 @@ def test_exact_resume(ds, cut):
         np.testing.assert_array_equal(a["frames"]["front"], b["frames"]["front"])
 
 
+def test_each_camera_of_an_episode_is_decoded_once_per_visit(ds, monkeypatch):
+    """No per-sample seek: one sequential decode per (episode, camera) per epoch, whatever the
+    shuffle buffer does with the windows."""
+    from wamdata.format import video
+
+    calls = []
+    real = video.PyAVDecoder.iter_frames
+
+    def spy(self, source, start=0, stop=None):
+        calls.append((len(source), start))
+        return real(self, source, start, stop)
+
+    monkeypatch.setattr(video.PyAVDecoder, "iter_frames", spy)
+    samples = list(WamStream(ds, cameras=["front", "wrist"], image_size=(8, 8), normalize=None,
+                             shuffle_buffer=40, max_live_episodes=3))
+    assert len(samples) == sum(LENGTHS)
+    assert len(calls) == 2 * len(LENGTHS) and all(start == 0 for _, start in calls)
+
+
 def test_resume_rejects_other_layout(ds, ego):
     s = WamStream(ds, cameras=[], normalize=None, seed=1)
     with pytest.raises(ConfigError, match="seed"):
         WamStream(ds, cameras=[], normalize=None, seed=2).load_state_dict(s.state_dict())
     # anything that changes which samples come in which order makes a saved position meaningless
-    for other in (dict(shuffle_buffer=7), dict(history=3), dict(split="train")):
+    for other in (dict(shuffle_buffer=7), dict(history=3), dict(window_stride=2)):
         with pytest.raises(ConfigError, match="another stream"):
             WamStream(ds, cameras=[], normalize=None, seed=1, **other).load_state_dict(s.state_dict())
     with pytest.raises(ConfigError, match="another stream"):
@@ -261,7 +280,7 @@ def test_manifest_filter_episodes_split(ds, ego, tmp_path):
 
     text = f"""
 name: test-mix
-split: {{train: 0.7, val: 0.3}}
+split: {{train: 0.5, val: 0.5}}
 datasets:
   - path: {os.path.relpath(ds, tmp_path)}
     weight: 2
@@ -276,8 +295,10 @@ datasets:
     for split in ("train", "val"):
         s = WamStream(str(tmp_path / "m.yaml"), cameras=[], normalize=None, split=split)
         eps[split] = {w["episode_id"] for w in s}
-    assert not eps["train"] & eps["val"]
+    assert not eps["train"] & eps["val"] and eps["val"]
     assert eps["train"] | eps["val"] == {"ep0000", "ep0001", "ep0003", "ego0001", "ego0002"}
+    with pytest.raises(ConfigError, match="selection leaves no windows"):
+        WamStream({"datasets": [{"path": ds, "filter": "num_steps > 1000"}]}, cameras=[], normalize=None)
     with pytest.raises(ConfigError, match="unknown split"):
         WamStream(str(tmp_path / "m.yaml"), cameras=[], normalize=None, split="test")
     with pytest.raises(ConfigError, match="filter"):

@@ -69,6 +69,10 @@ class LoaderConfig:
         for m in modes:
             if m is not None and m not in NORMALIZE_MODES:
                 raise ConfigError(f"unknown normalize mode {m!r}; known: {', '.join(NORMALIZE_MODES)} or None")
+        from wamdata.format.video import DECODERS
+
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"unknown decoder {self.decoder!r}; known: {', '.join(DECODERS)}")
         if self.on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         if (self.rank is None) != (self.world_size is None):

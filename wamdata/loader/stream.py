@@ -250,6 +250,14 @@ class WamStream:
         cfg = self.config
         self.manifest = load_manifest(path_or_manifest)
         self.sources = [_Source(i, spec, cfg, self.manifest.split) for i, spec in enumerate(self.manifest.datasets)]
+        empty = [s for s in self.sources if s.plan.total_windows == 0]
+        for s in empty:
+            sel = {k: v for k, v in (("filter", s.spec.filter), ("episodes", s.spec.episodes and
+                   f"{len(s.spec.episodes)} ids"), ("split", cfg.split)) if v} or "the dataset has no episodes"
+            msg = f"{s.spec.path}: the selection leaves no windows ({sel})"
+            if len(empty) == len(self.sources):
+                raise ConfigError(f"{msg}: the stream would be empty; check the ids, filter or split")
+            log.warning("%s; its weight goes to the other datasets", msg)
         feats = [s.features for s in self.sources]
         self.state_layout = VectorLayout.build("state", [{n: f for n, f in fs.items() if n.startswith("state.")}
                                                          if cfg.state_features is None else fs for fs in feats],
