@@ -9,6 +9,9 @@ fresh child process (so peak RSS is that method's own), samples/s and peak RSS o
   to the last one (history + future frames), random sample order, 0 and 2 workers;
 - ``lerobot``: lerobot's own LeRobotDataset on the same frames (exported with
   ``wamdata.export.lerobot.export_lerobot``), when ``lerobot`` is importable;
+- ``to-device`` (with ``--device cuda``, or automatically when CUDA is available): the wamdata loader
+  with ``pin_memory=True``, every tensor of every batch copied to the device with
+  ``non_blocking=True``, synchronised per batch: batches (and samples) delivered to the GPU per second;
 - ``ceiling``: the raw sequential decode rate of the same videos to RGB with the loader's decoder
   (``wamdata.format.video`` PyAV), as samples/s = frames/s divided by the number of cameras (a sample
   needs one new frame per camera), in 1 and 2 processes.
@@ -104,13 +107,39 @@ def extract_mp4s(path, out):
 
 # ---- methods (each runs in its own process) ----------------------------------------------------------
 
-def run_wamdata(a):
+def _wamdata_loader(a, **kwargs):
     from wamdata.loader import WamStream
 
     stream = WamStream(a.dataset, cameras=a.cameras, history=HISTORY, future=FUTURE, action_horizon=HORIZON,
                        image_size=tuple(a.size), seed=0, shuffle_buffer=a.buffer, normalize="stats")
-    dl = stream.dataloader(batch_size=BATCH, num_workers=a.workers)
-    return _consume(dl, a.samples)
+    return stream.dataloader(batch_size=BATCH, num_workers=a.workers, **kwargs)
+
+
+def run_wamdata(a):
+    return _consume(_wamdata_loader(a), a.samples)
+
+
+def run_to_device(a):
+    """Batches delivered to the accelerator: pinned host batches, asynchronous copies, a sync per
+    batch so the rate counts completed transfers."""
+    import torch
+
+    device = torch.device(a.device)
+    dl = _wamdata_loader(a, pin_memory=device.type == "cuda")
+
+    def to_device(x):
+        if isinstance(x, dict):
+            return {k: to_device(v) for k, v in x.items()}
+        return x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
+
+    def on_device():
+        for batch in dl:
+            out = to_device(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            yield out
+
+    return _consume(on_device(), a.samples)
 
 
 class SeekDataset:
@@ -244,7 +273,8 @@ def _consume(dl, limit):
 
 
 def child(a):
-    fn = {"wamdata": run_wamdata, "seek": run_seek, "lerobot": run_lerobot, "ceiling": run_ceiling}[a.method]
+    fn = {"wamdata": run_wamdata, "to-device": run_to_device, "seek": run_seek, "lerobot": run_lerobot,
+          "ceiling": run_ceiling}[a.method]
     res = fn(a)
     res["rss_self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -254,6 +284,7 @@ def child(a):
 def spawn(a, method, workers, samples):
     cmd = [sys.executable, __file__, "--child", method, "--workers", str(workers), "--samples", str(samples),
            "--dataset", a.dataset, "--mp4-dir", a.mp4_dir, "--work", a.work, "--buffer", str(a.buffer),
+           "--device", a.device or "cpu",
            "--size", *map(str, a.size), "--cameras", *a.cameras]
     out = subprocess.run(cmd, capture_output=True, text=True)
     for line in out.stdout.splitlines():
@@ -278,6 +309,8 @@ def main():
     p.add_argument("--samples", type=int, default=None, help="samples per measurement")
     p.add_argument("--seek-samples", type=int, default=None)
     p.add_argument("--work", default=None, help="folder for the dataset (kept between runs)")
+    p.add_argument("--device", default=None,
+                   help="also measure batches delivered to this device (default: cuda when available)")
     p.add_argument("--child", dest="method", default=None, help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
@@ -298,9 +331,17 @@ def main():
               f"{a.size[0]}x{a.size[1]} H.264 in {a.dataset} ...", flush=True)
         print(f"  built in {build(a.dataset, a.episodes, a.steps, tuple(a.size), len(a.cameras)):.1f} s")
         extract_mp4s(a.dataset, a.mp4_dir)
+    if a.device is None:
+        try:
+            import torch
+
+            a.device = "cuda" if torch.cuda.is_available() else None
+        except ImportError:
+            pass
+    methods = [("ceiling", a.samples), ("wamdata", a.samples)] + ([("to-device", a.samples)] if a.device else [])
     rows = []
     for workers in (0, 2):
-        for method, n in (("ceiling", a.samples), ("wamdata", a.samples), ("seek", seek_samples)):
+        for method, n in methods + [("seek", seek_samples)]:
             r = spawn(a, method, workers, n)
             rows.append((method, workers, r))
             first = f"first batch {r['first_s']:.1f} s" if r["first_s"] is not None else ""
@@ -325,6 +366,11 @@ def main():
         wam, seek, ceil = rate[("wamdata", w)], rate[("seek", w)], rate[("ceiling", w)]
         print(f"| {w} | {wam:.0f} ({overall[('wamdata', w)]:.0f}) | {seek:.1f} | {wam / seek:.1f}x | {ceil:.0f} "
               f"| {100 * wam / ceil:.0f}% |")
+    if a.device:
+        for w in (0, 2):
+            dev = rate[("to-device", w)]
+            print(f"to {a.device}, workers={w}: {dev / BATCH:.1f} batches/s ({dev:.0f} samples/s), "
+                  f"{100 * dev / rate[('wamdata', w)]:.0f}% of the host loader's rate")
 
 
 if __name__ == "__main__":
