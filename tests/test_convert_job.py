@@ -134,6 +134,41 @@ def test_interrupted_shard_is_never_visible_and_is_discarded(tmp_path, ray_sessi
     assert sorted(os.listdir(shards)) == sorted(p.split("/")[-1] for p in ds.shards)
 
 
+def test_a_job_killed_mid_run_resumes_to_the_same_dataset(tmp_path, ray_session):
+    """SIGKILL the job while it writes and commits shards (wherever it is), then run it again: every
+    episode exactly once, nothing unlisted left in shards/, and the dataset validates."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from wamdata.format.check import check_dataset
+
+    n = 24
+    write_npz_tree(tmp_path / "src", n=n, T=12)
+    out = tmp_path / "ds"
+    job = (f"from wamdata.convert import ConvertConfig, convert\n"
+           f"convert(ConvertConfig(source={SOURCE!r}, input={str(tmp_path / 'src')!r}, output={str(out)!r}, "
+           f"unit_size=1, quiet=True))")
+    proc = subprocess.Popen([sys.executable, "-c", job], env=dict(os.environ))
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        parts = list((out / "_index").glob("*.parquet")) if (out / "_index").exists() else []
+        if len(parts) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the job finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    report = _run(tmp_path / "src", out)
+    assert 0 < report.converted < n and report.skipped == n - report.converted
+    ds = wamdata.open_dataset(str(out))
+    ids = ds.episodes.column("episode_id").to_pylist()
+    assert len(ids) == len(set(ids)) == n
+    assert sorted(os.listdir(out / "shards")) == sorted(p.split("/")[-1] for p in ds.shards)
+    assert check_dataset(str(out)).ok
+
+
 def test_overwrite_starts_afresh(tmp_path, ray_session):
     write_npz_tree(tmp_path / "src", n=3, T=10)
     _run(tmp_path / "src", tmp_path / "ds")
