@@ -209,6 +209,28 @@ def test_options_split_unknown_preset_and_item_without_offset(tmp_path):
 
 
 @needs_bridge
+@needs_bridge
+def test_corrupt_record_through_the_job_is_recorded_and_the_rest_converted(tmp_path):
+    import wamdata
+    from wamdata.convert import ConvertConfig, convert
+
+    shutil.copytree(BRIDGE, tmp_path / "b")
+    path = tmp_path / "b" / SHARD
+    spans = [i.info for i in RLDS(preset="bridge").discover(str(tmp_path / "b"))]
+    data = bytearray(path.read_bytes())
+    data[spans[5]["offset"] + 12 + 100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    cfg = ConvertConfig(source="rlds", input=str(tmp_path / "b"), output=str(tmp_path / "ds"),
+                        options={"preset": "bridge"}, quiet=True, max_failures=1, unit_size=4)
+    report = convert(cfg)
+    assert (report.converted, report.failed, report.ok) == (24, 1, True)
+    ds = wamdata.open_dataset(str(tmp_path / "ds"))
+    (failure,) = ds.failures()
+    assert "bad data CRC in record 5" in failure["reason"] and str(path) in failure["reason"] + failure["path"]
+    assert len(ds) == 24 and failure["item"] not in ds.episodes.column("episode_id").to_pylist()
+    assert convert(cfg).converted == 0  # a re-run neither retries nor duplicates
+
+
 def test_bridge_end_to_end_with_the_job(tmp_path, ray_session):
     import wamdata
     from pipelines.executors import RayExecutor
