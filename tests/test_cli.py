@@ -76,4 +76,18 @@ def test_unknown_source_and_option_are_clear_errors(tmp_path, capsys):
 def test_sources_lists_converters_with_family(capsys):
     assert main(["sources"]) == 0
     out = capsys.readouterr().out
-    assert "droid" in out and "teleop" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line and not line[0].isspace()}
+    assert {"droid", "rlds", "aloha"} <= set(rows) and all("teleop" in rows[k] for k in ("droid", "rlds", "aloha"))
+    # each converter's options with their types and defaults, as --option key=value takes them
+    assert "annotations: str | None = None" in out and "max_trim: int = 3" in out
+    assert "preset: str | None = None" in out and "jpeg_channels: str = 'as_stored'" in out
+
+
+def test_shard_size_rolls_shards_through_the_cli(tmp_path, ray_session, capsys):
+    write_npz_tree(tmp_path / "src", n=6, T=10)
+    assert _convert(tmp_path / "src", tmp_path / "ds", "--shard-size-mb", "0.001") == 0
+    import wamdata
+
+    ds = wamdata.open_dataset(str(tmp_path / "ds"))
+    assert len(ds) == 6 and len(ds.shards) > 1
+    assert sum(1 for _ in ds.shards) == len(set(ds.episodes.column("shard").to_pylist()))
