@@ -156,6 +156,18 @@ def test_resume_rejects_other_layout(ds, ego):
     WamStream(ds, cameras=[], normalize=None, seed=1).load_state_dict(s.state_dict())  # the same: fine
 
 
+def test_resume_after_the_dataset_moved(ds, tmp_path):
+    import shutil
+
+    s = WamStream(ds, cameras=[], normalize=None, shuffle_buffer=8)
+    it = iter(s)
+    head = [next(it) for _ in range(23)]
+    moved = shutil.copytree(ds, tmp_path / "elsewhere")
+    r = WamStream(str(moved), cameras=[], normalize=None, shuffle_buffer=8)
+    r.load_state_dict(s.state_dict())
+    assert ids(head) + ids(r) == ids(WamStream(ds, cameras=[], normalize=None, shuffle_buffer=8))
+
+
 def test_normalize_naming_an_unknown_feature_is_an_error(ds):
     with pytest.raises(ConfigError, match="state.eef_poss"):
         WamStream(ds, cameras=[], normalize={"state.eef_poss": "stats"})

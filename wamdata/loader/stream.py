@@ -31,7 +31,7 @@ from wamdata.loader.windows import DatasetContext, LoadedEpisode
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: states carry the plan digest
 _MAX_EMPTY_PASSES = 64
 
 
@@ -398,11 +398,13 @@ class WamStream:
 
     @cached_property
     def plan_id(self) -> str:
-        """A digest of everything that decides which samples come in which order: the datasets (path,
-        weight, filter, curated ids, selected episodes) and the window and shuffle settings. A saved
-        state only resumes a stream with the same plan."""
+        """A digest of everything that decides which samples come in which order: each dataset's
+        weight and selected episodes (by id, so a dataset moved to another path still resumes) and the
+        window and shuffle settings. A saved state only resumes a stream with the same plan."""
         cfg = self.config
-        parts = [[repr(s.spec), s.plan.rows.num_rows, s.plan.total_windows] for s in self.sources]
+        parts = [[s.spec.weight, s.plan.total_windows,
+                  hashlib.sha1("\n".join(s.plan.rows.column("episode_id").to_pylist()).encode()).hexdigest()]
+                 for s in self.sources]
         parts.append([cfg.shuffle_buffer, cfg.max_live_episodes, cfg.window_stride, cfg.fps, cfg.split,
                       cfg.samples_per_epoch, cfg.history, list(cfg.future), cfg.action_horizon])
         return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:16]
