@@ -64,6 +64,9 @@ def test_empty_frame_range_keeps_the_frame_shape(tmp_path):
     ep = wamdata.open_dataset(str(tmp_path / "ds")).episode("lab/ep0")
     assert ep.frames("front", 2, 4).shape == (2, 32, 48, 3)
     assert ep.frames("front", 3, 3).shape == (0, 32, 48, 3)
+    from wamdata.format.video import get_decoder
+
+    assert ep.frames("front", 5, 2, decoder=get_decoder("decord")).shape == (0, 32, 48, 3)
 
 
 @pytest.mark.parametrize("damage", ["missing index", "corrupt index", "corrupt info"])

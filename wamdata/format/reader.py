@@ -85,11 +85,7 @@ class StoredEpisode:
     def frames(self, camera: str, start: int = 0, stop: int | None = None, decoder=None) -> np.ndarray:
         """Frames [start, stop) of a camera as uint8 (n, H, W, 3); frame i belongs to step i."""
         decoder = decoder or video.get_decoder()
-        out = decoder.decode(self.video_bytes(camera), start, stop)
-        if len(out) == 0:  # an empty range still has the camera's frame shape
-            cam = self.meta["cameras"][camera]
-            return np.zeros((0, cam["height"], cam["width"], 3), np.uint8)
-        return out
+        return decoder.decode(self.video_bytes(camera), start, stop)
 
     def iter_frames(self, camera: str, start: int = 0, stop: int | None = None, decoder=None):
         decoder = decoder or video.get_decoder()

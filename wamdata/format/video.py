@@ -96,7 +96,7 @@ def probe(source) -> dict:
     """
     import av
 
-    src = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
         with av.open(src) as c:
             s = c.streams.video[0]
@@ -189,7 +189,7 @@ class PyAVDecoder:
                     yield to_rgb(frame)
 
     def decode(self, source, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return _stack(list(self.iter_frames(source, start, stop)))
+        return _stack(list(self.iter_frames(source, start, stop)), source)
 
 
 class DecordDecoder:
@@ -211,7 +211,7 @@ class DecordDecoder:
             return self._fallback.decode(source, start, stop)
         stop = len(vr) if stop is None else min(stop, len(vr))
         if stop <= start:
-            return np.zeros((0,), np.uint8)
+            return _stack([], source)
         return vr.get_batch(list(range(start, stop))).asnumpy()
 
     def iter_frames(self, source, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
@@ -228,7 +228,9 @@ def get_decoder(name: str = DEFAULT_DECODER, threads: int = 1) -> VideoDecoder:
     return DECODERS[name](threads=threads)
 
 
-def _stack(frames: list[np.ndarray]) -> np.ndarray:
+def _stack(frames: list[np.ndarray], source) -> np.ndarray:
+    """Frames as (n, H, W, 3); an empty range still has the video's frame size."""
     if not frames:
-        return np.zeros((0, 0, 0, 3), np.uint8)
+        info = probe(source)
+        return np.zeros((0, info["height"], info["width"], 3), np.uint8)
     return np.stack(frames)

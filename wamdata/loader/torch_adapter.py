@@ -109,13 +109,13 @@ class SharedRing:
     page in the worker: at 55 MB per batch that was most of a worker's time. ``flags`` is a small
     shared uint8 array made by the main process: the worker sets a slot busy when it fills it, the
     main process (:class:`RingWatcher`) sets it free once no tensor there refers to the storage. A
-    slot is never reused while busy; when none is free the worker takes a fresh segment.
+    slot is never reused while busy; when none is free — or there is no watcher (``flags`` None, a
+    plain DataLoader) — the worker takes a fresh segment.
     """
 
     def __init__(self, flags, worker: int):
-        self.flags = flags.numpy()
-        self.base = worker * flags.shape[1]
-        self.row = self.flags[worker]
+        self.row = flags.numpy()[worker] if flags is not None else []
+        self.base = worker * len(self.row)
         self.storages: list = []
 
     def take(self, nbytes: int):
@@ -201,10 +201,7 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
             ring, pool = None, BufferPool()
         else:
             # workers share memory with the trainer; recycled only when a watcher frees slots
-            flags = self.ring_flags
-            if flags is None:
-                flags = _torch_mod.ones((workers, 0), dtype=_torch_mod.uint8)
-            ring, pool = SharedRing(flags, worker), None
+            ring, pool = SharedRing(self.ring_flags, worker), None
         group, i = [], start
         for i, sample in samples:
             group.append(sample)
