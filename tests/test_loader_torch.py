@@ -123,7 +123,7 @@ def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds):
     real = torch_adapter.RingWatcher.received
 
     def spy(self, batch):
-        slots.append(batch.get("_buffer", -1))
+        slots.append(batch.get("_slot", -1))
         real(self, batch)
 
     torch_adapter.RingWatcher.received = spy
@@ -138,7 +138,12 @@ def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds):
     second = slots[len(kept):]
     pooled = [s for s in second if s >= 0]
     assert len(set(pooled)) < len(pooled), f"no slot was reused: {second}"
-    assert "_buffer" not in next(iter(loader())) and "_buffer_view" not in next(iter(loader()))
+    first = next(iter(loader()))
+    assert not {"_slot", "_packed", "_worker", "_index"} & set(first)
+    # unpacked in the main process: tensors (numbers included), lists of strings
+    leaves = [*first["frames"].values(), *(v for v in first.values() if not isinstance(v, (dict, list)))]
+    assert leaves and all(isinstance(v, torch.Tensor) for v in leaves), {k: type(v) for k, v in first.items()}
+    assert first["t"].dtype == torch.int64 and first["frames"]["wrist"].shape == (4, 2, 16, 24, 3)
 
 
 def test_read_ahead_thread_changes_nothing_but_speed(ds):

@@ -84,6 +84,9 @@ def collate(samples: list[dict], alloc: Callable | None = None) -> dict:
         elif isinstance(v, np.ndarray):
             specs.append(((B, *v.shape), v.dtype))
             slots.append((key, None))
+        elif not isinstance(v, str):   # numbers: one array per batch, carved like the rest
+            specs.append(((B,), np.asarray(v).dtype))
+            slots.append((key, None))
     arrays = (alloc or _np_alloc)(specs)
     out = {key: {} for key, v in first.items() if isinstance(v, dict)}  # kept when no camera is asked for
     for (key, cam), arr in zip(slots, arrays):
@@ -99,6 +102,4 @@ def collate(samples: list[dict], alloc: Callable | None = None) -> dict:
     for key, v in first.items():
         if isinstance(v, str):
             out[key] = [s[key] for s in samples]
-        elif not isinstance(v, (dict, np.ndarray)):
-            out[key] = np.array([s[key] for s in samples])
     return {k: out[k] for k in first}

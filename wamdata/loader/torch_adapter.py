@@ -22,8 +22,6 @@ def _torch():
 
 _torch_mod = _torch()
 
-_META = ("_worker", "_index")
-
 
 def to_tensors(sample: dict) -> dict:
     torch = _torch_mod
@@ -40,9 +38,13 @@ def to_tensors(sample: dict) -> dict:
 
 def _tensor_alloc(ring: "SharedRing | None" = None, pool=None):
     """An ``alloc`` for :func:`batch.collate`: all arrays of a batch carved from ONE torch storage (a
-    shared-memory storage from ``ring`` inside DataLoader workers, so the batch crosses to the trainer
-    as one segment without a copy; a recycled numpy buffer from ``pool`` in the main process);
-    remembers which tensor backs which numpy view, and the ring slot used (``made["_slot"]``)."""
+    shared-memory storage from ``ring`` inside DataLoader workers; a recycled numpy buffer from
+    ``pool`` in the main process), and ``finish(batch, packed)`` that turns the collated batch into
+    tensors. ``packed=True`` (DataLoader workers under :class:`ResumableLoader`) sends the storage as
+    one tensor with the arrays as :class:`_View` offsets into it, for :func:`unpack` in the main
+    process: each tensor crossing the worker queue costs a file-descriptor handover (a socket round
+    trip to the worker's resource-sharer thread), ~18 per batch when sent array by array, which took
+    ~10% of the CPU per sample."""
     import numpy as np
 
     torch = _torch_mod
@@ -62,37 +64,77 @@ def _tensor_alloc(ring: "SharedRing | None" = None, pool=None):
         made["_base"] = base
         out = []
         for (shape, dtype), off in zip(specs, offsets):
-            tdt = torch.from_numpy(np.empty(0, dtype)).dtype
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            t = base[off: off + nbytes].view(tdt).view(shape)
+            t = base[off: off + nbytes].view(_torch_dtype(dtype)).view(shape)
             arr = t.numpy()
-            made[id(arr)] = (arr, t)
+            made[id(arr)] = (arr, t, _View(off, tuple(shape), np.dtype(dtype).str))
             out.append(arr)
         return out
 
-    def tensors(batch: dict) -> dict:
-        out = _as_tensors(batch, made)
-        if made.get("_slot", -1) >= 0:
-            # one byte of the storage: the main process watches it to learn when the batch is dropped
-            out["_buffer"], out["_buffer_view"] = made["_slot"], made["_base"][:1]
+    def finish(batch: dict, packed: bool = False) -> dict:
+        out = _as_tensors(batch, made, packed)
+        if packed:
+            out["_packed"], out["_slot"] = made["_base"], made.get("_slot", -1)
         made.clear()  # the batch owns its tensors now; keep no reference that could delay a recycle
         return out
 
-    return alloc, tensors
+    return alloc, finish
 
 
-def _as_tensors(batch: dict, made: dict) -> dict:
-    """Tensors for the numpy arrays of a batch: the storage-backed tensor where ``alloc`` made the
-    array, ``torch.from_numpy`` otherwise. (A plain function: a recursive closure would form a
-    reference cycle that holds every batch buffer until the garbage collector runs.)"""
+def _torch_dtype(dtype):
+    import numpy as np
+
+    return _torch_mod.from_numpy(np.empty(0, dtype)).dtype
+
+
+class _View:
+    """Where one array of a packed batch lies in its storage. Not a tuple: the DataLoader's
+    pin_memory would rebuild tuples element by element."""
+
+    __slots__ = ("offset", "shape", "dtype")
+
+    def __init__(self, offset: int, shape: tuple, dtype: str):
+        self.offset, self.shape, self.dtype = offset, shape, dtype
+
+    def __getstate__(self):
+        return (self.offset, self.shape, self.dtype)
+
+    def __setstate__(self, state):
+        self.offset, self.shape, self.dtype = state
+
+
+def _as_tensors(batch: dict, made: dict, packed: bool) -> dict:
+    """Tensors (or, ``packed``, :class:`_View` placeholders) for the numpy arrays of a batch: the
+    storage-backed tensor where ``alloc`` made the array, ``torch.from_numpy`` otherwise. (A plain
+    function: a recursive closure would form a reference cycle that holds every batch buffer until
+    the garbage collector runs.)"""
     out = {}
     for k, v in batch.items():
         if isinstance(v, dict):
-            out[k] = _as_tensors(v, made)
+            out[k] = _as_tensors(v, made, packed)
         elif id(v) in made and made[id(v)][0] is v:
-            out[k] = made[id(v)][1]
+            out[k] = made[id(v)][2 if packed else 1]
         elif hasattr(v, "dtype"):
             out[k] = _torch_mod.from_numpy(v)
+        else:
+            out[k] = v
+    return out
+
+
+def unpack(batch: dict, base=None) -> dict:
+    """The tensors of a packed batch (see :func:`_tensor_alloc`): views of its one storage."""
+    import numpy as np
+
+    if base is None:
+        base = batch.pop("_packed")
+        batch.pop("_slot", None)   # ring slot, when no RingWatcher took it (persistent workers)
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, dict):
+            out[k] = unpack(v, base)
+        elif isinstance(v, _View):
+            dtype = np.dtype(v.dtype)
+            out[k] = base[v.offset: v.offset + int(np.prod(v.shape)) * dtype.itemsize].view(_torch_dtype(dtype)).view(v.shape)
         else:
             out[k] = v
     return out
@@ -143,11 +185,12 @@ class RingWatcher:
         self._in_flight: list = []
 
     def received(self, batch: dict) -> None:
+        """Watch a packed batch's storage (before :func:`unpack`)."""
         from torch.multiprocessing.reductions import StorageWeakRef
 
-        slot, view = batch.pop("_buffer", -1), batch.pop("_buffer_view", None)
-        if slot >= 0 and view is not None:
-            self._in_flight.append((slot, StorageWeakRef(view.untyped_storage())))
+        slot = batch.pop("_slot", -1)
+        if slot >= 0:
+            self._in_flight.append((slot, StorageWeakRef(batch["_packed"].untyped_storage())))
 
     def release_dropped(self) -> None:
         still = []
@@ -160,9 +203,10 @@ class RingWatcher:
 
 
 class TorchStream(_torch_mod.utils.data.IterableDataset):
-    """Each DataLoader worker is one consumer: consumer = rank * num_workers + worker. Samples carry
-    ``_worker`` (the consumer slot on this rank) and ``_index`` (its count of emitted samples) so
-    :class:`ResumableLoader` can keep the resume state from the batches it hands out.
+    """Each DataLoader worker is one consumer: consumer = rank * num_workers + worker. For
+    :class:`ResumableLoader` (``with_cursor``) batches carry ``_worker`` (the consumer slot on this
+    rank) and ``_index`` (its count of emitted samples after the batch), so it can keep the resume
+    state from the batches it hands out, and come from workers packed (see :func:`_tensor_alloc`).
 
     Under a plain DataLoader, call :meth:`set_epoch` each epoch, as with torch's DistributedSampler:
     workers get a fresh copy of this object per epoch, so they cannot advance it themselves."""
@@ -189,11 +233,8 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
         samples = self.stream.iter_consumer(self.epoch, rank * workers + slot, world * workers, start,
                                             stack=self.batch_size is None)
         if self.batch_size is None:
-            for i, sample in samples:
-                out = to_tensors(sample)
-                if self.with_cursor:
-                    out["_worker"], out["_index"] = slot, i
-                yield out
+            for _, sample in samples:
+                yield to_tensors(sample)
             return
         from wamdata.loader.batch import BufferPool
 
@@ -202,23 +243,23 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
         else:
             # workers share memory with the trainer; recycled only when a watcher frees slots
             ring, pool = SharedRing(self.ring_flags, worker), None
+        packed = self.with_cursor and info is not None
         group, i = [], start
         for i, sample in samples:
             group.append(sample)
             if len(group) == self.batch_size:
-                yield self._collate(group, slot, i, ring, pool)
+                yield self._collate(group, slot, i, ring, pool, packed)
                 group = []
         if group:
-            yield self._collate(group, slot, i, ring, pool)
+            yield self._collate(group, slot, i, ring, pool, packed)
 
-    def _collate(self, group, slot, i, ring, pool):
+    def _collate(self, group, slot, i, ring, pool, packed):
         from wamdata.loader.batch import collate
 
-        alloc, tensors = _tensor_alloc(ring=ring, pool=pool)
-        out = tensors(collate(group, alloc))
+        alloc, finish = _tensor_alloc(ring=ring, pool=pool)
+        out = finish(collate(group, alloc), packed)
         if self.with_cursor:
-            out["_worker"] = _torch_mod.full((len(group),), slot, dtype=_torch_mod.int64)
-            out["_index"] = _torch_mod.arange(i - len(group) + 1, i + 1, dtype=_torch_mod.int64)
+            out["_worker"], out["_index"] = slot, i
         return out
 
     num_workers_hint = 1   # set by ResumableLoader: len() is asked in the main process
@@ -274,10 +315,11 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
             if watcher:
                 watcher.received(batch)
                 watcher.release_dropped()
-            slots, idx = batch.pop("_worker"), batch.pop("_index")
-            for s in set(slots.tolist()):
-                self._emitted[s] = max(self._emitted[s], int(idx[slots == s].max()))
-            self._next_slot = (int(slots[-1]) + 1) % self._slots
+            if "_packed" in batch:
+                batch = unpack(batch)
+            slot = batch.pop("_worker")
+            self._emitted[slot] = batch.pop("_index")
+            self._next_slot = (slot + 1) % self._slots
             yield batch
         ds.set_epoch(ds.epoch + 1)
         self._emitted, self._next_slot = [0] * self._slots, 0

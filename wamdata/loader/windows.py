@@ -73,14 +73,10 @@ class LoadedEpisode:
         self.language = [(float(s["start_s"]), float(s["end_s"]), str(s["text"])) for s in meta.get("language", [])]
         tasks = meta.get("tasks") or []
         self.task = str(tasks[0]) if tasks else ""
-        self._hist = np.arange(-cfg.history + 1, 1)
-        self._fut = np.asarray(cfg.future, np.int64)
-        self._act = np.arange(cfg.action_horizon)
+        self._index_windows(cfg)
         # Frames: which source frames the pending windows need, decoded in one sequential pass.
         self.cameras = [c for c in cfg.cameras if c in meta.get("cameras", {})]
-        self.refs = np.zeros(T, np.int64)
-        for a in np.asarray(pending_anchors, np.int64):
-            np.add.at(self.refs, self._frame_ids(int(a)), 1)
+        self.refs = np.bincount(self.frame_ids[np.asarray(pending_anchors, np.int64)].ravel(), minlength=T)
         self.frames: dict[str, list] = {}
         needed = np.nonzero(self.refs)[0]
         stop = int(needed[-1]) + 1 if len(needed) else 0
@@ -101,14 +97,21 @@ class LoadedEpisode:
                 raise FormatError(f"{self.where}: camera {cam!r} has {got} frames, windows need {stop}")
             self.frames[cam] = store
 
-    def _steps(self, t: int):
-        h = t + self._hist
-        f = t + self._fut
-        return np.clip(h, 0, self.n - 1), np.clip(f, 0, self.n - 1), h, f
-
-    def _frame_ids(self, anchor: int) -> np.ndarray:
-        hc, fc, _, _ = self._steps(anchor * self.ctx.cfg.window_stride)
-        return self.src[np.concatenate([hc, fc])]
+    def _index_windows(self, cfg: LoaderConfig):
+        """Step indices and padding masks of every window of the episode, as (windows, k) tables
+        computed at once: per-window numpy calls cost more than the indexing itself."""
+        last = self.n - 1
+        t = np.arange(-(-self.n // cfg.window_stride)) * cfg.window_stride
+        h = t[:, None] + np.arange(-cfg.history + 1, 1)
+        f = t[:, None] + np.asarray(cfg.future, np.int64).reshape(1, -1)
+        a = t[:, None] + np.arange(cfg.action_horizon)
+        self.hist_steps, self.future_steps, self.action_steps = (np.clip(x, 0, max(last, 0)) for x in (h, f, a))
+        self.hist_pad = (h < 0) | ~self.valid[self.hist_steps]
+        self.future_pad = (f > last) | ~self.valid[self.future_steps]
+        self.action_pad = ((a > last) | ~self.valid[self.action_steps]) if self.has_actions \
+            else np.ones(a.shape, bool)
+        # source frames each window shows: history then future
+        self.frame_ids = self.src[np.concatenate([self.hist_steps, self.future_steps], 1)]
 
     def language_at(self, time_s: float) -> str:
         for start, end, text in self.language:
@@ -122,12 +125,7 @@ class LoadedEpisode:
         straight into a batch."""
         cfg, ctx = self.ctx.cfg, self.ctx
         t = anchor * cfg.window_stride
-        hc, fc, h, f = self._steps(t)
-        hist_pad = (h < 0) | ~self.valid[hc]
-        fut_pad = (f > self.n - 1) | ~self.valid[fc]
-        a = t + self._act
-        ac = np.clip(a, 0, self.n - 1)
-        act_pad = (a > self.n - 1) | ~self.valid[ac] if self.has_actions else np.ones(len(a), bool)
+        hc, fc = self.hist_steps[anchor], self.future_steps[anchor]
         frames, future = {}, {}
         for cam in cfg.cameras:
             store = self.frames.get(cam)
@@ -142,23 +140,23 @@ class LoadedEpisode:
                 frames[cam] = np.stack([store[i] for i in self.src[hc]])
                 future[cam] = np.stack([store[i] for i in self.src[fc]]) if len(fc) else \
                     np.zeros((0, *ctx.frame_shape[cam], 3), np.uint8)
-        ids = self._frame_ids(anchor)
+        ids = self.frame_ids[anchor]
         np.subtract.at(self.refs, ids, 1)
-        for i in ids:
-            if self.refs[i] == 0:
-                for store in self.frames.values():
-                    store[i] = None
+        for i in ids[self.refs[ids] == 0]:
+            for store in self.frames.values():
+                store[i] = None
         return {
             "frames": frames,
             "future_frames": future,
-            "frames_is_pad": hist_pad,
-            "future_is_pad": fut_pad,
+            "frames_is_pad": self.hist_pad[anchor].copy(),
+            "future_is_pad": self.future_pad[anchor].copy(),
             "camera_mask": np.array([c in self.frames for c in cfg.cameras], bool),
             "state": self.state[hc],
-            "state_is_pad": hist_pad,
+            "state_is_pad": self.hist_pad[anchor].copy(),
             "state_mask": self.state_mask,
-            "actions": self.actions[ac] if self.has_actions else np.zeros((len(a), ctx.action_layout.width), np.float32),
-            "actions_is_pad": act_pad,
+            "actions": self.actions[self.action_steps[anchor]] if self.has_actions else
+            np.zeros((cfg.action_horizon, ctx.action_layout.width), np.float32),
+            "actions_is_pad": self.action_pad[anchor].copy(),
             "action_mask": self.action_mask if self.has_actions else np.zeros(ctx.action_layout.width, bool),
             "language": self.language_at(float(self.times[t])),
             "episode_id": self.episode_id,
