@@ -65,9 +65,10 @@ def _tensor_alloc(ring: "SharedRing | None" = None, pool=None):
         out = []
         for (shape, dtype), off in zip(specs, offsets):
             nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            t = base[off: off + nbytes].view(_torch_dtype(dtype)).view(shape)
+            view = _View(off, nbytes, tuple(shape), _torch_dtype(dtype))
+            t = view.of(base)
             arr = t.numpy()
-            made[id(arr)] = (arr, t, _View(off, tuple(shape), np.dtype(dtype).str))
+            made[id(arr)] = (arr, t, view)
             out.append(arr)
         return out
 
@@ -84,23 +85,27 @@ def _tensor_alloc(ring: "SharedRing | None" = None, pool=None):
 def _torch_dtype(dtype):
     import numpy as np
 
-    return _torch_mod.from_numpy(np.empty(0, dtype)).dtype
+    return _torch_mod.from_numpy(np.empty(0, dtype)).dtype   # numpy and torch share these dtypes
 
 
 class _View:
     """Where one array of a packed batch lies in its storage. Not a tuple: the DataLoader's
     pin_memory would rebuild tuples element by element."""
 
-    __slots__ = ("offset", "shape", "dtype")
+    __slots__ = ("offset", "nbytes", "shape", "dtype")
 
-    def __init__(self, offset: int, shape: tuple, dtype: str):
-        self.offset, self.shape, self.dtype = offset, shape, dtype
+    def __init__(self, offset: int, nbytes: int, shape: tuple, dtype):
+        self.offset, self.nbytes, self.shape, self.dtype = offset, nbytes, shape, dtype
+
+    def of(self, base):
+        """The tensor this view describes in ``base`` (a flat uint8 tensor over the storage)."""
+        return base[self.offset: self.offset + self.nbytes].view(self.dtype).view(self.shape)
 
     def __getstate__(self):
-        return (self.offset, self.shape, self.dtype)
+        return (self.offset, self.nbytes, self.shape, self.dtype)
 
     def __setstate__(self, state):
-        self.offset, self.shape, self.dtype = state
+        self.offset, self.nbytes, self.shape, self.dtype = state
 
 
 def _as_tensors(batch: dict, made: dict, packed: bool) -> dict:
@@ -123,8 +128,6 @@ def _as_tensors(batch: dict, made: dict, packed: bool) -> dict:
 
 def unpack(batch: dict, base=None) -> dict:
     """The tensors of a packed batch (see :func:`_tensor_alloc`): views of its one storage."""
-    import numpy as np
-
     if base is None:
         base = batch.pop("_packed")
         batch.pop("_slot", None)   # ring slot, when no RingWatcher took it (persistent workers)
@@ -133,8 +136,7 @@ def unpack(batch: dict, base=None) -> dict:
         if isinstance(v, dict):
             out[k] = unpack(v, base)
         elif isinstance(v, _View):
-            dtype = np.dtype(v.dtype)
-            out[k] = base[v.offset: v.offset + int(np.prod(v.shape)) * dtype.itemsize].view(_torch_dtype(dtype)).view(v.shape)
+            out[k] = v.of(base)
         else:
             out[k] = v
     return out
