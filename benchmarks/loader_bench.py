@@ -20,6 +20,10 @@ Rates are given two ways: ``overall`` (from creating the iterator to the last sa
 time to fill the shuffle buffer) and ``steady`` (after the first batch), with the time to the first
 batch. The ratios in the summary use steady rates for the loaders (the regime of a training run).
 
+The machine's speed may drift by 20% within minutes on a shared VM, so the ceiling and the wamdata
+loader are measured ``--repeat`` times alternately (ceiling, loader, ceiling, loader, ...) and the
+summary gives the median of each pair's ratio next to the median rates.
+
 Every sample: 2 history frames + 3 future frames (t+4, t+8, t+16) per camera, state, 16 actions.
 
     python benchmarks/loader_bench.py --small        # 24 episodes x 150 steps, quick
@@ -308,6 +312,7 @@ def main():
     p.add_argument("--buffer", type=int, default=2048, help="WamStream shuffle_buffer")
     p.add_argument("--samples", type=int, default=None, help="samples per measurement")
     p.add_argument("--seek-samples", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=3, help="alternate ceiling / wamdata runs per worker count")
     p.add_argument("--work", default=None, help="folder for the dataset (kept between runs)")
     p.add_argument("--device", default=None,
                    help="also measure batches delivered to this device (default: cuda when available)")
@@ -338,10 +343,11 @@ def main():
             a.device = "cuda" if torch.cuda.is_available() else None
         except ImportError:
             pass
-    methods = [("ceiling", a.samples), ("wamdata", a.samples)] + ([("to-device", a.samples)] if a.device else [])
+    paired = [("ceiling", a.samples * 2), ("wamdata", a.samples)]   # the ceiling runs ~as long as the loader
+    once = ([("to-device", a.samples)] if a.device else []) + [("seek", seek_samples)]
     rows = []
     for workers in (0, 2):
-        for method, n in methods + [("seek", seek_samples)]:
+        for method, n in paired * a.repeat + once:
             r = spawn(a, method, workers, n)
             rows.append((method, workers, r))
             first = f"first batch {r['first_s']:.1f} s" if r["first_s"] is not None else ""
@@ -357,15 +363,21 @@ def main():
             r = spawn(a, "lerobot", workers, seek_samples)
             rows.append(("lerobot", workers, r))
             print(f"lerobot  workers={workers}: {r['rate']:8.1f} samples/s  peak RSS {r['rss_mb']:7.0f} MB")
-    rate = {(m, w): r["steady"] for m, w, r in rows}
-    overall = {(m, w): r["rate"] for m, w, r in rows}
+    def median(method, w, key="steady"):
+        return float(np.median([r[key] for m, ww, r in rows if m == method and ww == w]))
+
+    rate = {(m, w): median(m, w) for m, w, _ in rows}
+    overall = {(m, w): median(m, w, "rate") for m, w, _ in rows}
     print()
-    print("| workers | wamdata steady (overall) samples/s | seek baseline | x seek | ceiling | % of ceiling |")
+    print("| workers | wamdata steady (overall) samples/s | seek baseline | x seek | ceiling | % of ceiling "
+          "(median of pairs, range) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for w in (0, 2):
         wam, seek, ceil = rate[("wamdata", w)], rate[("seek", w)], rate[("ceiling", w)]
+        runs = [r["steady"] for m, ww, r in rows if ww == w and m in ("ceiling", "wamdata")]
+        pairs = [100 * loader / ceiling for ceiling, loader in zip(runs[0::2], runs[1::2])]
         print(f"| {w} | {wam:.0f} ({overall[('wamdata', w)]:.0f}) | {seek:.1f} | {wam / seek:.1f}x | {ceil:.0f} "
-              f"| {100 * wam / ceil:.0f}% |")
+              f"| {np.median(pairs):.0f}% ({min(pairs):.0f}-{max(pairs):.0f}%) |")
     if a.device:
         for w in (0, 2):
             dev = rate[("to-device", w)]
