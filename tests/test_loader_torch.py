@@ -46,6 +46,37 @@ def test_two_ranks_two_workers_one_epoch(ds):
     assert len(seen) == len(want) and set(seen) == want
 
 
+def test_even_samples_per_epoch_gives_every_rank_the_same_batches(ds):
+    """Episodes of 10-30 windows split over 2 ranks x 2 workers give uneven shares (a DDP rank with
+    fewer batches would leave the others waiting in a collective); samples_per_epoch="even" gives
+    every worker of every rank total // 4 samples, still valid windows with their own values."""
+    total = sum(LENGTHS)
+    uneven = [WamStream(ds, cameras=[], rank=r, world_size=2, shuffle_buffer=16).num_samples(num_workers=2)
+              for r in range(2)]
+    assert uneven[0] != uneven[1]   # the fixture is uneven, or this test proves nothing
+    want = {(f"ep{e:04d}", t) for e, n in enumerate(LENGTHS) for t in range(n)}
+    per_rank, seen = [], []
+    for rank in range(2):
+        stream = WamStream(ds, cameras=["front"], image_size=(8, 8), rank=rank, world_size=2, shuffle_buffer=16,
+                           samples_per_epoch="even")
+        dl = stream.dataloader(batch_size=4, num_workers=2)
+        batches = [batch_ids(b) for b in dl]
+        assert len(batches) == len(dl)
+        per_rank.append((len(batches), sum(map(len, batches))))
+        seen += [i for b in batches for i in b]
+    assert per_rank[0] == per_rank[1] == (2 * -(-(total // 4) // 4), total // 4 * 2)
+    assert set(seen) <= want and len(set(seen)) > 0.8 * total
+
+
+def test_samples_per_epoch_is_checked():
+    from wamdata.errors import ConfigError
+    from wamdata.loader import LoaderConfig
+
+    for bad in (0, -3, "all", True):
+        with pytest.raises(ConfigError, match="samples_per_epoch"):
+            LoaderConfig(samples_per_epoch=bad)
+
+
 @pytest.mark.parametrize("workers,cut", [(0, 9), (2, 0), (2, 5), (2, 12)])
 def test_dataloader_exact_resume(ds, workers, cut):
     kw = dict(cameras=["front"], image_size=(8, 8), shuffle_buffer=24, max_live_episodes=3, seed=5)

@@ -36,7 +36,9 @@ class LoaderConfig:
     split: str | None = None
     state_features: tuple[str, ...] | None = None
     action_features: tuple[str, ...] | None = None
-    samples_per_epoch: int | None = None     # mixtures: samples per epoch over all ranks/workers
+    # samples per epoch over all ranks/workers (default: every window once); "even": every consumer
+    # (rank x worker) the same count, total windows // consumers, so DDP ranks get equal batch counts
+    samples_per_epoch: int | str | None = None
     on_error: str = "raise"           # "raise" | "skip": an unreadable episode stops the stream or is skipped (logged)
     decoder: str = "pyav"
     decoder_threads: int = 1
@@ -75,6 +77,9 @@ class LoaderConfig:
             raise ConfigError(f"unknown decoder {self.decoder!r}; known: {', '.join(DECODERS)}")
         if self.on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
+        spe = self.samples_per_epoch
+        if spe is not None and spe != "even" and (isinstance(spe, (str, bool)) or int(spe) < 1):
+            raise ConfigError(f"samples_per_epoch must be a positive count, 'even' or None, got {spe!r}")
         if (self.rank is None) != (self.world_size is None):
             raise ConfigError("give both rank and world_size, or neither (then torch.distributed decides)")
         if self.world_size is not None and not 0 <= self.rank < self.world_size:

@@ -297,6 +297,13 @@ class WamStream:
     def consumer_length(self, epoch: int, consumer: int, num_consumers: int) -> int:
         """Samples consumer ``consumer`` of ``num_consumers`` yields in ``epoch``."""
         spe = self.config.samples_per_epoch
+        if spe == "even":
+            # whole episodes go to one consumer, so shares differ by up to an episode's windows; an
+            # equal count leaves a long share's tail for the next epoch and cycles a short one
+            spe = self.total_windows // num_consumers * num_consumers
+            if spe == 0:
+                raise ConfigError(f"samples_per_epoch='even': {self.total_windows} windows cannot give "
+                                  f"each of {num_consumers} consumers (ranks x workers) one")
         if spe is not None:
             return spe // num_consumers + (1 if consumer < spe % num_consumers else 0)
         return sum(self._first_pass_windows(epoch, consumer, num_consumers))
@@ -308,9 +315,10 @@ class WamStream:
         """The episodes ``consumer`` of ``n`` reads from ``source`` in a pass. Alone, a dataset is
         split so each window is read once per epoch. In a mixture, a consumer left without episodes
         of a small dataset shares another consumer's block: otherwise it would never sample that
-        dataset, and its weight would shrink as ranks x workers grow."""
+        dataset, and its weight would shrink as ranks x workers grow. With
+        ``samples_per_epoch="even"`` too: every consumer owes the same count."""
         return source.plan.block(self.config.seed, epoch, source.index, pass_, consumer, n,
-                                 shared=len(self.sources) > 1)
+                                 shared=len(self.sources) > 1 or self.config.samples_per_epoch == "even")
 
     def num_samples(self, epoch: int | None = None, num_workers: int = 1) -> int:
         """Samples this rank yields in one epoch (all its workers together)."""
