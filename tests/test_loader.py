@@ -286,6 +286,19 @@ def test_resample_to_common_fps(tmp_path):
     np.testing.assert_allclose(first, [0, 0, 1, 1, 2, 2])  # nearest step
 
 
+def test_mixing_step_rates_without_fps_warns(tmp_path, caplog):
+    slow = make_dataset(tmp_path / "slow", n=1, steps=10, stats=False, cameras=())
+    fast = make_dataset(tmp_path / "fast", n=1, steps=10, stats=False, cameras=(), fps=30.0, prefix="f")
+    mix = {"datasets": [{"path": slow}, {"path": fast}]}
+    with caplog.at_level("WARNING", logger="wamdata.loader.stream"):
+        WamStream(mix, cameras=[], normalize=None)
+    assert "10 Hz" in caplog.text and "30 Hz" in caplog.text and "fps=" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wamdata.loader.stream"):
+        WamStream(mix, cameras=[], normalize=None, fps=10)
+    assert "step rates" not in caplog.text
+
+
 def test_manifest_filter_episodes_split(ds, ego, tmp_path):
     (tmp_path / "view.txt").write_text("ego0001\nego0002\n")
     import os

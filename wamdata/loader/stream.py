@@ -258,6 +258,13 @@ class WamStream:
             if len(empty) == len(self.sources):
                 raise ConfigError(f"{msg}: the stream would be empty; check the ids, filter or split")
             log.warning("%s; its weight goes to the other datasets", msg)
+        if cfg.fps is None:
+            rates = {s.spec.path: sorted(set(s.plan.rows.column("fps").to_pylist())) for s in self.sources}
+            if len({r for rs in rates.values() for r in rs}) > 1:
+                # history, future offsets and action chunks count steps: mixed rates mix time spans
+                log.warning("the stream mixes step rates %s without fps=: a window's future offsets and "
+                            "action chunk span different times per dataset; set fps= to resample to one",
+                            {p: [f"{r:g} Hz" for r in rs] for p, rs in rates.items()})
         feats = [s.features for s in self.sources]
         self.state_layout = VectorLayout.build("state", [{n: f for n, f in fs.items() if n.startswith("state.")}
                                                          if cfg.state_features is None else fs for fs in feats],
