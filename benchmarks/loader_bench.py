@@ -25,6 +25,7 @@ loader are measured ``--repeat`` times alternately (ceiling, loader, ceiling, lo
 summary gives the median of each pair's ratio next to the median rates.
 
 Every sample: 2 history frames + 3 future frames (t+4, t+8, t+16) per camera, state, 16 actions.
+Each consumer reads every page of every batch it gets (one element per 4 KiB), as a trainer does.
 
     python benchmarks/loader_bench.py --small        # 24 episodes x 150 steps, quick
     python benchmarks/loader_bench.py                # the full run (builds ~60k frames per camera)
@@ -263,10 +264,21 @@ def _decode_files(files, budget):
     return n
 
 
+def _touch(x):
+    """Read one element per 4 KiB page of every tensor, as a trainer reading its batch (into a model,
+    onto a device) does: pages not yet mapped in this process are paid for here, not hidden."""
+    if isinstance(x, dict):
+        for v in x.values():
+            _touch(v)
+    elif hasattr(x, "element_size") and x.numel() and x.device.type == "cpu":   # device copies were read already
+        x.reshape(-1)[:: max(1, 4096 // x.element_size())].sum()
+
+
 def _consume(dl, limit):
     t0 = time.perf_counter()
     n, first, n_first = 0, None, 0
     for batch in dl:
+        _touch(batch)
         n += len(batch["state"] if "state" in batch else batch["index"])  # lerobot batches have no "state"
         if first is None:
             first, n_first = time.perf_counter() - t0, n

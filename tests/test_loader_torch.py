@@ -141,25 +141,37 @@ def test_recycled_batch_buffers_never_overwrite_a_batch_still_held(ds, api):
     assert made and len(made[0]._bufs) <= 2  # the loop holds one batch while the next is made
 
 
-def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds):
+@pytest.mark.parametrize("pin_memory", [False, True])
+def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds, pin_memory):
     """With DataLoader workers, batch storages are recycled through shared flags (SharedRing /
-    RingWatcher): a slice the trainer keeps must keep its values; dropped batches are reused."""
+    RingWatcher): a slice the trainer keeps must keep its values; dropped batches are reused.
+    Without pin_memory the trainer keeps each slot mapped, so a reused slot arrives at the same
+    address (warm pages); with it (no accelerator here: the watcher's weak-reference mode) the same
+    guarantees hold."""
+    import warnings
+
     from wamdata.loader import torch_adapter
 
     def loader():
         stream = WamStream(ds, cameras=["front", "wrist"], image_size=(16, 24), shuffle_buffer=32, seed=3)
-        return stream.dataloader(batch_size=4, num_workers=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # pin_memory without an accelerator
+            return stream.dataloader(batch_size=4, num_workers=2, pin_memory=pin_memory)
 
-    slots = []
+    slots, addresses = [], {}
     real = torch_adapter.RingWatcher.received
 
     def spy(self, batch):
-        slots.append(batch.get("_slot", -1))
+        assert self.keep_mapped is not pin_memory
+        slot = batch.get("_slot", -1)
+        slots.append(slot)
+        addresses.setdefault(slot, set()).add(batch["_packed"].data_ptr())
         real(self, batch)
 
     torch_adapter.RingWatcher.received = spy
     try:
         kept = [b["frames"]["wrist"][:, 0] for b in loader()]   # a view per batch outlives its batch
+        addresses.clear()
         copies = [b["frames"]["wrist"][:, 0].clone() for b in loader()]
     finally:
         torch_adapter.RingWatcher.received = real
@@ -169,6 +181,8 @@ def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds):
     second = slots[len(kept):]
     pooled = [s for s in second if s >= 0]
     assert len(set(pooled)) < len(pooled), f"no slot was reused: {second}"
+    if not pin_memory:
+        assert all(len(addresses[s]) == 1 for s in set(pooled)), addresses
     first = next(iter(loader()))
     assert not {"_slot", "_packed", "_worker", "_index"} & set(first)
     # unpacked in the main process: tensors (numbers included), lists of strings

@@ -177,30 +177,46 @@ class SharedRing:
 
 
 class RingWatcher:
-    """Main-process side of :class:`SharedRing`: holds a C++-level weak reference to each received
-    batch's storage (it sees every view, however the trainer slices the batch) and frees the slot
-    when it expires."""
+    """Main-process side of :class:`SharedRing`: frees a slot once no tensor in this process refers
+    to the slot's storage, however the trainer sliced the batch (a C++-level count, not Python's).
 
-    def __init__(self, workers: int):
+    ``keep_mapped``: hold each slot's storage here between batches. The segment then stays mapped in
+    this process, torch's shared-storage cache hands the next batch of that slot the same mapping, and
+    the trainer reads warm pages: a fresh mapping per batch cost ~5 ms of page faults per 55 MB batch
+    in the trainer process. The slot is free when this reference is the only one left. Without it
+    (``pin_memory``: the trainer holds pinned copies, and the shared storage is dropped once copied) a
+    weak reference watches the storage instead.
+    """
+
+    def __init__(self, workers: int, keep_mapped: bool = True):
         self.flags = _torch_mod.zeros((workers, RING_SLOTS), dtype=_torch_mod.uint8).share_memory_()
         self._flat = self.flags.numpy().reshape(-1)
-        self._in_flight: list = []
+        self.keep_mapped = keep_mapped
+        self._mapped: dict = {}        # slot -> its storage, held (keep_mapped)
+        self._in_flight: list = []     # (slot, weak reference or None) of batches not yet dropped
 
     def received(self, batch: dict) -> None:
         """Watch a packed batch's storage (before :func:`unpack`)."""
         from torch.multiprocessing.reductions import StorageWeakRef
 
         slot = batch.pop("_slot", -1)
-        if slot >= 0:
-            self._in_flight.append((slot, StorageWeakRef(batch["_packed"].untyped_storage())))
+        if slot < 0:
+            return
+        storage = batch["_packed"].untyped_storage()
+        if self.keep_mapped:
+            self._mapped[slot] = storage
+            self._in_flight.append((slot, None))
+        else:
+            self._in_flight.append((slot, StorageWeakRef(storage)))
 
     def release_dropped(self) -> None:
         still = []
-        for slot, ref in self._in_flight:
-            if ref.expired():
+        for slot, weak in self._in_flight:
+            if weak.expired() if weak is not None else \
+                    _torch_mod._C._storage_Use_Count(self._mapped[slot]._cdata) == 1:  # only ours left
                 self._flat[slot] = 0
             else:
-                still.append((slot, ref))
+                still.append((slot, weak))
         self._in_flight = still
 
 
@@ -311,7 +327,8 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
             ds.emitted, ds.rotation = None, 0
         # one ring per iteration: its workers are new processes (persistent workers would keep
         # storages the new flags know nothing of, so they allocate fresh segments instead)
-        watcher = RingWatcher(self.num_workers) if self.num_workers and not self.persistent_workers else None
+        watcher = RingWatcher(self.num_workers, keep_mapped=not self.pin_memory) \
+            if self.num_workers and not self.persistent_workers else None
         ds.ring_flags = watcher.flags if watcher else None
         for batch in super().__iter__():
             if watcher:
