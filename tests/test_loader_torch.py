@@ -101,6 +101,46 @@ def test_dataloader_exact_resume(ds, workers, cut):
     assert dl2.epoch == 2 and nxt != full and sorted(sum(nxt, [])) == sorted(sum(full, []))
 
 
+def test_persistent_workers_follow_epochs_and_resume(ds):
+    """persistent_workers=True keeps each worker's copy of the dataset across epochs: epochs must
+    still advance, a loaded state must still be honoured, and kept batches must keep their values
+    while the workers' shared buffers are recycled across epochs."""
+    kw = dict(cameras=["front"], image_size=(8, 8), shuffle_buffer=24, max_live_episodes=3, seed=5)
+
+    def loader(**extra):
+        return WamStream(ds, **kw).dataloader(batch_size=6, num_workers=2, **extra)
+
+    plain = loader()
+    want = [[batch_ids(b) for b in plain] for _ in range(3)]
+    assert want[0] != want[1] != want[2]
+    dl = loader(persistent_workers=True)
+    kept, got = [], []
+    for _ in range(3):
+        epoch = []
+        for b in dl:
+            epoch.append(batch_ids(b))
+            kept.append((b["frames"]["front"][:, -1], b["frames"]["front"][:, -1].clone()))
+        got.append(epoch)
+    assert got == want and dl.epoch == 3
+    for view, copy in kept:
+        assert (view == copy).all()
+
+    # resume mid-epoch 1 into a loader whose persistent workers already ran an epoch
+    src = loader(persistent_workers=True)
+    list(src)
+    head = []
+    for b in src:
+        head.append(batch_ids(b))
+        if len(head) == 4:
+            break
+    state = src.state_dict()
+    dst = loader(persistent_workers=True)
+    list(dst)
+    list(dst)   # now at epoch 2, workers warm
+    dst.load_state_dict(state)
+    assert head + [batch_ids(b) for b in dst] == want[1]
+
+
 def _frames_of(batch):
     return {cam: v.clone() if hasattr(v, "clone") else v.copy() for cam, v in batch["frames"].items()}
 
@@ -141,6 +181,7 @@ def test_recycled_batch_buffers_never_overwrite_a_batch_still_held(ds, api):
     assert made and len(made[0]._bufs) <= 2  # the loop holds one batch while the next is made
 
 
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")  # no accelerator here
 @pytest.mark.parametrize("pin_memory", [False, True])
 def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds, pin_memory):
     """With DataLoader workers, batch storages are recycled through shared flags (SharedRing /
@@ -148,15 +189,11 @@ def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds, pi
     Without pin_memory the trainer keeps each slot mapped, so a reused slot arrives at the same
     address (warm pages); with it (no accelerator here: the watcher's weak-reference mode) the same
     guarantees hold."""
-    import warnings
-
     from wamdata.loader import torch_adapter
 
     def loader():
         stream = WamStream(ds, cameras=["front", "wrist"], image_size=(16, 24), shuffle_buffer=32, seed=3)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")   # pin_memory without an accelerator
-            return stream.dataloader(batch_size=4, num_workers=2, pin_memory=pin_memory)
+        return stream.dataloader(batch_size=4, num_workers=2, pin_memory=pin_memory)
 
     slots, addresses = [], {}
     real = torch_adapter.RingWatcher.received
@@ -203,15 +240,17 @@ def test_read_ahead_thread_changes_nothing_but_speed(ds):
         assert x[:2] == y[:2] and (x[2] == y[2]).all() and (x[3] == y[3]).all()
 
 
-def test_plain_dataloader_follows_set_epoch(ds):
-    """DataLoader(stream.torch()) with workers: the order is a function of the epoch set on it."""
+@pytest.mark.parametrize("persistent", [False, True])
+def test_plain_dataloader_follows_set_epoch(ds, persistent):
+    """DataLoader(stream.torch()) with workers: the order is a function of the epoch set on it, also
+    when the workers persist (they keep the dataset object they started with)."""
     import torch
 
     ts = WamStream(ds, cameras=[], normalize=None, shuffle_buffer=16, seed=4).torch()
+    dl = torch.utils.data.DataLoader(ts, batch_size=None, num_workers=2, persistent_workers=persistent)
 
     def epoch(e):
         ts.set_epoch(e)
-        dl = torch.utils.data.DataLoader(ts, batch_size=None, num_workers=2)
         return [(s["episode_id"], int(s["t"])) for s in dl]
 
     one, two, one_again = epoch(1), epoch(2), epoch(1)

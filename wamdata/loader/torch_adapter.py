@@ -130,7 +130,6 @@ def unpack(batch: dict, base=None) -> dict:
     """The tensors of a packed batch (see :func:`_tensor_alloc`): views of its one storage."""
     if base is None:
         base = batch.pop("_packed")
-        batch.pop("_slot", None)   # ring slot, when no RingWatcher took it (persistent workers)
     out = {}
     for k, v in batch.items():
         if isinstance(v, dict):
@@ -226,29 +225,45 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
     rank) and ``_index`` (its count of emitted samples after the batch), so it can keep the resume
     state from the batches it hands out, and come from workers packed (see :func:`_tensor_alloc`).
 
-    Under a plain DataLoader, call :meth:`set_epoch` each epoch, as with torch's DistributedSampler:
-    workers get a fresh copy of this object per epoch, so they cannot advance it themselves."""
+    Under a plain DataLoader, call :meth:`set_epoch` each epoch, as with torch's DistributedSampler.
+    The position (epoch, and a resume point) lives in a small shared-memory tensor that every worker
+    reads when it starts an iteration: ``persistent_workers=True`` keeps the copy of this object each
+    worker started with, so a plain attribute set in the trainer would never reach them."""
 
-    def __init__(self, stream: WamStream, with_cursor: bool = False, batch_size: int | None = None):
+    def __init__(self, stream: WamStream, with_cursor: bool = False, batch_size: int | None = None,
+                 slots: int = 1):
         super().__init__()
         self.stream = stream
         self.with_cursor = with_cursor
         self.batch_size = batch_size
-        self.epoch = stream.epoch
-        self.emitted: list[int] | None = None   # per worker slot, from a loaded state
-        self.rotation = 0
+        # [epoch, rotation, resumed, emitted per worker slot...]
+        self._position = _torch_mod.zeros(3 + slots, dtype=_torch_mod.int64).share_memory_()
+        self._position[0] = stream.epoch
         self.ring_flags = None  # set by ResumableLoader: workers recycle shared batch storages
+        self._ring = None       # a worker's SharedRing, kept across the iterations of a persistent worker
+
+    @property
+    def epoch(self) -> int:
+        return int(self._position[0])
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.emitted, self.rotation = int(epoch), None, 0
+        self._position.zero_()
+        self._position[0] = int(epoch)
+
+    def resume_from(self, epoch: int, emitted: list[int], rotation: int) -> None:
+        """Start the next iteration where an earlier one stopped: ``emitted`` samples per worker slot,
+        worker slot ``rotation`` first."""
+        self._position[:3] = _torch_mod.tensor([int(epoch), int(rotation), 1])
+        self._position[3:] = _torch_mod.tensor([int(x) for x in emitted])
 
     def __iter__(self):
         info = _torch_mod.utils.data.get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         rank, world = _rank_world(self.stream.config)
-        slot = (worker + self.rotation) % workers
-        start = self.emitted[slot] if self.emitted is not None else 0
-        samples = self.stream.iter_consumer(self.epoch, rank * workers + slot, world * workers, start,
+        epoch, rotation, resumed, *emitted = self._position.tolist()
+        slot = (worker + rotation) % workers
+        start = emitted[slot] if resumed else 0
+        samples = self.stream.iter_consumer(epoch, rank * workers + slot, world * workers, start,
                                             stack=self.batch_size is None)
         if self.batch_size is None:
             for _, sample in samples:
@@ -260,7 +275,9 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
             ring, pool = None, BufferPool()
         else:
             # workers share memory with the trainer; recycled only when a watcher frees slots
-            ring, pool = SharedRing(self.ring_flags, worker), None
+            if self._ring is None:
+                self._ring = SharedRing(self.ring_flags, worker)
+            ring, pool = self._ring, None
         packed = self.with_cursor and info is not None
         group, i = [], start
         for i, sample in samples:
@@ -296,7 +313,8 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
 class ResumableLoader(_torch_mod.utils.data.DataLoader):
     """A DataLoader over :class:`TorchStream` that records, from each batch it returns, how far each
     worker got. ``state_dict()`` is a handful of integers; after ``load_state_dict()`` the next
-    iteration yields exactly the batches an uninterrupted run would have yielded next.
+    iteration yields exactly the batches an uninterrupted run would have yielded next, with or
+    without ``persistent_workers``.
 
     Batches of an IterableDataset come from the workers in turn (batch k from worker k mod W); the
     state keeps which worker is next as ``rotation`` so the order is kept too.
@@ -304,12 +322,13 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
 
     def __init__(self, stream: WamStream, batch_size: int, num_workers: int = 0, **kwargs):
         # Batches are collated in the stream (one copy per frame, shared memory in workers).
-        self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size)
+        self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size, slots=max(1, num_workers))
         self._stream_ds.num_workers_hint = max(1, num_workers)
         super().__init__(self._stream_ds, batch_size=None, num_workers=num_workers, **kwargs)
         self._slots = max(1, num_workers)
         self._emitted = [0] * self._slots
         self._next_slot = 0
+        self._watcher: RingWatcher | None = None
 
     @property
     def epoch(self) -> int:
@@ -322,14 +341,17 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
     def __iter__(self):
         ds = self._stream_ds
         if any(self._emitted):
-            ds.emitted, ds.rotation = list(self._emitted), self._next_slot
+            ds.resume_from(ds.epoch, self._emitted, self._next_slot)
         else:
-            ds.emitted, ds.rotation = None, 0
-        # one ring per iteration: its workers are new processes (persistent workers would keep
-        # storages the new flags know nothing of, so they allocate fresh segments instead)
-        watcher = RingWatcher(self.num_workers, keep_mapped=not self.pin_memory) \
-            if self.num_workers and not self.persistent_workers else None
-        ds.ring_flags = watcher.flags if watcher else None
+            ds.set_epoch(ds.epoch)
+        # New workers (every iteration, unless persistent) get new flags and a new watcher; persistent
+        # workers keep their rings, so the watcher that knows their slots stays too. (Batches a
+        # persistent worker had prefetched when a loop broke off are discarded by the DataLoader
+        # unseen: their slots stay busy, and that worker allocates fresh segments once all are.)
+        if self.num_workers and (self._watcher is None or not self.persistent_workers):
+            self._watcher = RingWatcher(self.num_workers, keep_mapped=not self.pin_memory)
+            ds.ring_flags = self._watcher.flags
+        watcher = self._watcher
         for batch in super().__iter__():
             if watcher:
                 watcher.received(batch)
@@ -348,6 +370,6 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         check_state(state, self._stream_ds.stream, self._slots)
-        self._stream_ds.epoch = int(state["epoch"])
+        self._stream_ds.set_epoch(int(state["epoch"]))
         self._emitted = [int(x) for x in state["emitted"]]
         self._next_slot = int(state["rotation"])
