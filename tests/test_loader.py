@@ -3,7 +3,9 @@ resampling and manifests, on small generated datasets."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 
 import numpy as np
 import pytest
@@ -117,6 +119,9 @@ def test_exact_resume(ds, cut):
     resumed = WamStream(ds, **kw)
     resumed.load_state_dict(state)
     rest = list(resumed)
+    if cut == len(expected):   # a state taken after the last sample resumes at the next epoch
+        assert state["epoch"] == 1 and ids(rest) == ids(list(full)) != ids(expected)
+        return
     assert ids(head) + ids(rest) == ids(expected)
     # the data itself is the same, not only the ids
     for a, b in zip(rest, expected[cut:]):
@@ -301,7 +306,6 @@ def test_mixing_step_rates_without_fps_warns(tmp_path, caplog):
 
 def test_manifest_filter_episodes_split(ds, ego, tmp_path):
     (tmp_path / "view.txt").write_text("ego0001\nego0002\n")
-    import os
 
     text = f"""
 name: test-mix
@@ -332,7 +336,6 @@ datasets:
 
 def test_shipped_manifests_parse():
     import glob
-    import os
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     files = sorted(glob.glob(os.path.join(root, "manifests", "*.yaml")))
@@ -395,17 +398,35 @@ def test_batches_without_cameras_or_future_frames(ds, api):
     assert tuple(b["future_frames"]["front"].shape) == (5, 0, 8, 12, 3)
 
 
-def test_batches_checkpoint_after_the_last_partial_batch_resumes_to_nothing(ds):
+def test_batches_checkpoint_after_the_last_partial_batch_resumes_at_the_next_epoch(ds):
+    """The last, partial batch is not replayed, and the epoch it ended is not left empty: a state
+    taken after it (still inside the loop) resumes at the next epoch."""
     kw = dict(cameras=[], normalize=None, shuffle_buffer=8)
     s = WamStream(ds, **kw)
     sizes, state = [], None
     for b in s.batches(16):
         sizes.append(len(b["t"]))
         state = s.state_dict()
-    assert sizes[-1] == sum(LENGTHS) % 16 != 0
+    assert sizes[-1] == sum(LENGTHS) % 16 != 0 and state["epoch"] == 1 and state["emitted"] == [0]
     r = WamStream(ds, **kw)
     r.load_state_dict(state)
-    assert list(r.batches(16)) == []
+
+    def batch_ids(batches):
+        return [list(zip(b["episode_id"], b["t"].tolist())) for b in batches]
+
+    assert batch_ids(r.batches(16)) == batch_ids(s.batches(16))   # both epoch 1
+
+
+def test_a_loop_stopped_at_the_epoch_end_goes_on_with_the_next_epoch(ds):
+    """islice(dl, len(dl)) or a step budget never exhausts the iterator: the next iteration must be
+    the next epoch, not an empty remainder of this one."""
+
+    kw = dict(cameras=[], normalize=None, shuffle_buffer=8)
+    s = WamStream(ds, **kw)
+    epochs = [ids(itertools.islice(s, sum(LENGTHS))) for _ in range(3)]
+    assert [len(e) for e in epochs] == [sum(LENGTHS)] * 3 and epochs[0] != epochs[1] != epochs[2]
+    assert s.epoch == 2   # the third epoch's last sample was taken; the roll happens on the next use
+    assert s.state_dict()["epoch"] == 3
 
 
 def test_numpy_batches_equal_stacked_samples(ds):
@@ -440,6 +461,46 @@ def test_unreadable_episode_raise_or_skip(tmp_path):
     r = WamStream(p, on_error="skip", **kw)
     r.load_state_dict(s.state_dict())
     assert ids(head) + ids(r) == full
+
+
+def test_skip_in_a_shared_shard_loses_only_the_bad_episode_and_resumes_exactly(tmp_path):
+    """Several episodes per shard, the shard cut inside its last episode: skipping drops that episode
+    alone, and a resume from any point reads each episode once more at most — it must not scan on
+    through the shard (into the bad episode) for one it already passed."""
+    import wamdata
+
+    lengths = [20, 25, 15, 30, 20, 10, 18, 22]
+    p = make_dataset(tmp_path / "multi", n=len(lengths), steps=lengths, shard_size_mb=0.03, stats=False)
+    rows = wamdata.open_dataset(p).episodes.to_pylist()
+    first = [r for r in rows if r["shard"] == rows[0]["shard"]]
+    assert len(first) >= 3, "the fixture must share shards"
+    bad = max(first, key=lambda r: r["offset"])
+    with open(f"{p}/{bad['shard']}", "r+b") as f:
+        f.truncate(bad["offset"] + 512 + 100)   # past the first tar header, inside its data
+    kw = dict(cameras=["front"], normalize=None, shuffle_buffer=16, image_size=(8, 8), on_error="skip")
+    full = ids(WamStream(p, **kw))
+    assert set(full) == all_windows(lengths) - {(bad["episode_id"], t) for t in range(bad["num_steps"])}
+    for cut in range(1, len(full), 3):
+        s = WamStream(p, **kw)
+        head = list(itertools.islice(s, cut))
+        r = WamStream(p, **kw)
+        r.load_state_dict(s.state_dict())
+        assert ids(head) + ids(r) == full, cut
+
+
+def test_skip_covers_a_missing_shard(tmp_path, caplog):
+    import wamdata
+
+    p = make_dataset(tmp_path / "gone", n=4, steps=10, stats=False)
+    gone = next(r for r in wamdata.open_dataset(p).episodes.to_pylist() if r["episode_id"] == "ep0001")
+    os.remove(f"{p}/{gone['shard']}")
+    kw = dict(cameras=["front"], normalize=None, shuffle_buffer=8, image_size=(8, 8))
+    with pytest.raises(OSError):
+        list(WamStream(p, **kw))
+    with caplog.at_level("WARNING", logger="wamdata.loader.stream"):
+        got = ids(WamStream(p, on_error="skip", **kw))
+    assert set(got) == all_windows([10] * 4) - {("ep0001", t) for t in range(10)}
+    assert "ep0001" in caplog.text and os.path.basename(gone["shard"]) in caplog.text
 
 
 def test_fsspec_url_and_shared_shards(tmp_path):

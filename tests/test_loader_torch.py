@@ -3,6 +3,8 @@ several workers."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -68,6 +70,15 @@ def test_even_samples_per_epoch_gives_every_rank_the_same_batches(ds):
     assert set(seen) <= want and len(set(seen)) > 0.8 * total
 
 
+def test_samples_per_epoch_not_a_multiple_still_gives_ranks_equal_counts(ds):
+    counts = [WamStream(ds, cameras=[], rank=r, world_size=2, samples_per_epoch=50).num_samples(num_workers=2)
+              for r in range(2)]
+    assert counts == [24, 24]   # 50 // 4 per worker; 26 and 24 would leave one rank waiting
+    got = [sum(len(b["t"]) for b in WamStream(ds, cameras=[], rank=r, world_size=2, samples_per_epoch=50)
+               .dataloader(batch_size=4, num_workers=2)) for r in range(2)]
+    assert got == counts
+
+
 def test_samples_per_epoch_is_checked():
     from wamdata.errors import ConfigError
     from wamdata.loader import LoaderConfig
@@ -99,6 +110,40 @@ def test_dataloader_exact_resume(ds, workers, cut):
     # the next epoch starts fresh and differs
     nxt = [batch_ids(b) for b in dl2]
     assert dl2.epoch == 2 and nxt != full and sorted(sum(nxt, [])) == sorted(sum(full, []))
+
+
+def _ddp_rank(rank, port, ds, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        stream = WamStream(ds, cameras=[], shuffle_buffer=16)   # rank and world size from torch.distributed
+        dl = stream.dataloader(batch_size=8, num_workers=2, multiprocessing_context="spawn")
+        got = [i for b in dl for i in batch_ids(b)]
+        with open(f"{out}/rank{rank}.json", "w") as fh:
+            json.dump({"len": len(dl), "samples": stream.num_samples(num_workers=2), "ids": got}, fh)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_split_the_data_with_spawned_workers(ds, tmp_path):
+    """Under torch.distributed, DataLoader workers started by spawn (common with CUDA; forkserver is
+    Python 3.14's default) have no process group of their own: they must still read their rank's
+    share, not the whole dataset."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(_ddp_rank, args=(port, ds, str(tmp_path)), nprocs=2, start_method="spawn")
+    ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in range(2)]
+    for r in ranks:
+        assert len(r["ids"]) == r["samples"] and -(-r["samples"] // 8) <= r["len"]
+    seen = [tuple(i) for r in ranks for i in r["ids"]]
+    assert len(seen) == len(set(seen)) == sum(LENGTHS)
 
 
 def test_persistent_workers_follow_epochs_and_resume(ds):
@@ -139,6 +184,50 @@ def test_persistent_workers_follow_epochs_and_resume(ds):
     list(dst)   # now at epoch 2, workers warm
     dst.load_state_dict(state)
     assert head + [batch_ids(b) for b in dst] == want[1]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_stopped_at_the_epoch_end_goes_on_with_the_next_epoch(ds, workers):
+    """islice(dl, len(dl)) (a step budget) never exhausts the DataLoader: the next pass must be the
+    next epoch, and a state taken at that point must say so."""
+    import itertools
+
+    kw = dict(cameras=[], normalize=None, shuffle_buffer=16, seed=2)
+    dl = WamStream(ds, **kw).dataloader(batch_size=8, num_workers=workers)
+    plain = WamStream(ds, **kw).dataloader(batch_size=8, num_workers=workers)
+    want = [[batch_ids(b) for b in plain] for _ in range(2)]
+    first = [batch_ids(b) for b in itertools.islice(dl, len(dl))]
+    state = dl.state_dict()
+    assert first == want[0] and state["epoch"] == 1 and not any(state["emitted"])
+    assert [batch_ids(b) for b in itertools.islice(dl, len(dl))] == want[1]
+
+
+def test_drop_last_gives_only_full_batches_and_resumes(ds):
+    kw = dict(cameras=["front"], image_size=(8, 8), shuffle_buffer=16, seed=2)
+    full = WamStream(ds, **kw).dataloader(batch_size=8, num_workers=2)
+    every = [batch_ids(b) for b in full]
+    dl = WamStream(ds, **kw).dataloader(batch_size=8, num_workers=2, drop_last=True)
+    got = [batch_ids(b) for b in dl]
+    assert got == [b for b in every if len(b) == 8] and len(got) == len(dl) < len(every)
+    head = []
+    dl = WamStream(ds, **kw).dataloader(batch_size=8, num_workers=2, drop_last=True)
+    for b in dl:
+        head.append(batch_ids(b))
+        if len(head) == 3:
+            break
+    again = WamStream(ds, **kw).dataloader(batch_size=8, num_workers=2, drop_last=True)
+    again.load_state_dict(dl.state_dict())
+    assert head + [batch_ids(b) for b in again] == got
+
+
+def test_len_of_a_plain_dataloader_over_batched_torch_stream(ds):
+    """DataLoader(stream.torch(batch_size, num_workers), batch_size=None): len() is what it yields
+    (schedulers and progress bars read it); the split depends on the worker count."""
+    for rank, world in ((0, 1), (1, 3)):
+        stream = WamStream(ds, cameras=[], shuffle_buffer=16, rank=rank, world_size=world)
+        dl = torch.utils.data.DataLoader(stream.torch(batch_size=8, num_workers=2), batch_size=None,
+                                         num_workers=2)
+        assert len(dl) == len(list(dl))
 
 
 def _frames_of(batch):

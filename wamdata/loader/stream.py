@@ -77,12 +77,12 @@ class BlockReader:
 
     def __init__(self, source: _Source, refs: list[EpisodeRef]):
         self.source, self.refs = source, refs
-        self._it, self._shard = None, None
+        self._it, self._shard, self._at = None, None, -1   # _at: byte offset of the last episode read
 
     def close(self):
         if self._it is not None:
             self._it.close()
-        self._it, self._shard = None, None
+        self._it, self._shard, self._at = None, None, -1
 
     def _members(self) -> tuple[str, ...]:
         """Tar members the windows need: videos of other cameras are seeked over, not read."""
@@ -91,13 +91,16 @@ class BlockReader:
     def _scan(self, ref: EpisodeRef):
         for ep in self._it:
             if ep.episode_id == ref.episode_id:
+                self._at = ref.offset
                 return ep
         self.close()
         return None
 
     def get(self, pos: int):
         ref = self.refs[pos]
-        if self._shard == ref.shard:
+        # the open shard read only goes forward: an episode at or before the last one read (an
+        # episode read again on resume) must not scan on through the rest of the shard
+        if self._shard == ref.shard and ref.offset > self._at:
             ep = self._scan(ref)
             if ep is not None:
                 return ep
@@ -122,7 +125,7 @@ class _DatasetCursor:
     def __init__(self, stream: "WamStream", source: _Source, epoch: int, consumer: int, n: int, decoder):
         self.stream, self.source, self.epoch = stream, source, epoch
         self.consumer, self.n, self.decoder = consumer, n, decoder
-        self._ahead = None   # (pos, pending anchors, future): the next episode, read and decoded in a thread
+        self._ahead = None   # (pos, future): the next episode, read and decoded in a thread
         self._pool = None
         self.pass_ = -1
         self._start_pass(0)
@@ -148,7 +151,7 @@ class _DatasetCursor:
     def _drop_ahead(self):
         """Wait for a read-ahead in flight (the block reader is not shared between threads)."""
         if self._ahead is not None:
-            self._ahead[2].exception()
+            self._ahead[1].exception()
             self._ahead = None
 
     def _read_ahead(self, pos: int):
@@ -162,19 +165,20 @@ class _DatasetCursor:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="wamdata-read-ahead")
             # not live yet, so every window of it is pending (LoadedEpisode uses the anchors as a set)
             anchors = np.arange(self.refs[pos].windows)
-            self._ahead = (pos, anchors, self._pool.submit(self._read, pos, anchors))
+            self._ahead = (pos, self._pool.submit(self._read, pos, anchors))
 
     def _load(self, pos: int):
         ahead, self._ahead = self._ahead, None
         try:
-            anchors = self.sched.pending_anchors(pos)
-            if ahead is not None and ahead[0] == pos and np.array_equal(ahead[1], np.sort(anchors)):
-                self.loaded[pos] = ahead[2].result()
+            if ahead is not None and ahead[0] == pos:
+                # read for all of the episode's windows: also serves a resumed episode's remaining
+                # ones (frames of windows already emitted are just held until the episode is done)
+                self.loaded[pos] = ahead[1].result()
             else:
                 if ahead is not None:
-                    ahead[2].exception()
-                self.loaded[pos] = self._read(pos, anchors)
-        except WamdataError as e:
+                    ahead[1].exception()
+                self.loaded[pos] = self._read(pos, self.sched.pending_anchors(pos))
+        except (WamdataError, OSError) as e:   # OSError: a shard gone or unreadable
             if self.stream.config.on_error != "skip":
                 raise
             # Its windows still take their turns (and count as emitted), so resume stays exact.
@@ -312,6 +316,10 @@ class WamStream:
                 raise ConfigError(f"samples_per_epoch='even': {self.total_windows} windows cannot give "
                                   f"each of {num_consumers} consumers (ranks x workers) one")
         if spe is not None:
+            if _rank_world(self.config)[1] > 1:
+                # every rank the same count (one with more batches would wait in a collective for
+                # the others): a remainder of N over ranks x workers is dropped
+                return spe // num_consumers
             return spe // num_consumers + (1 if consumer < spe % num_consumers else 0)
         return sum(self._first_pass_windows(epoch, consumer, num_consumers))
 
@@ -380,13 +388,25 @@ class WamStream:
                 c.close()
 
     # ---- plain iteration: this process is one consumer ------------------------------------------
-    def __iter__(self) -> Iterator[dict]:
+    def _roll_finished_epoch(self) -> None:
+        """A loop that stopped right after the epoch's last sample never let the epoch end: the next
+        iteration (and a state taken now) starts the next epoch, not an empty remainder."""
         rank, world = _rank_world(self.config)
-        for i, sample in self.iter_consumer(self.epoch, rank, world, self._emitted):
+        if self._emitted and self._emitted >= self.consumer_length(self.epoch, rank, world):
+            self.epoch, self._emitted = self.epoch + 1, 0
+
+    def __iter__(self) -> Iterator[dict]:
+        self._roll_finished_epoch()
+        rank, world = _rank_world(self.config)
+        epoch = self.epoch
+        for i, sample in self.iter_consumer(epoch, rank, world, self._emitted):
             self._emitted = i
             yield sample
-        self.epoch += 1
-        self._emitted = 0
+        self._end_epoch(epoch)
+
+    def _end_epoch(self, epoch: int) -> None:
+        if self.epoch == epoch:   # not already rolled over by a state_dict() after the last sample
+            self.epoch, self._emitted = epoch + 1, 0
 
     def batches(self, batch_size: int) -> Iterator[dict]:
         """Plain iteration in numpy batches (frames copied once, straight into the batch arrays);
@@ -394,9 +414,10 @@ class WamStream:
         from wamdata.loader.batch import BufferPool, collate, pooled_alloc
 
         alloc = pooled_alloc(BufferPool())
+        self._roll_finished_epoch()
         rank, world = _rank_world(self.config)
-        group = []
-        for i, sample in self.iter_consumer(self.epoch, rank, world, self._emitted, stack=False):
+        epoch, group = self.epoch, []
+        for i, sample in self.iter_consumer(epoch, rank, world, self._emitted, stack=False):
             group.append(sample)
             if len(group) == batch_size:
                 self._emitted = i
@@ -405,8 +426,7 @@ class WamStream:
         if group:
             self._emitted = i  # a checkpoint taken now must not replay this last, partial batch
             yield collate(group, alloc)
-        self.epoch += 1
-        self._emitted = 0
+        self._end_epoch(epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._emitted = int(epoch), 0
@@ -432,6 +452,7 @@ class WamStream:
                 "emitted": [int(x) for x in emitted]}
 
     def state_dict(self) -> dict:
+        self._roll_finished_epoch()
         return self.make_state(self.epoch, [self._emitted])
 
     def load_state_dict(self, state: dict) -> None:
@@ -439,13 +460,14 @@ class WamStream:
         self.epoch, self._emitted = int(state["epoch"]), int(state["emitted"][0])
 
     # ---- adapters ----------------------------------------------------------------------------------
-    def torch(self, batch_size: int | None = None):
+    def torch(self, batch_size: int | None = None, num_workers: int = 0):
         """A ``torch.utils.data.IterableDataset`` of tensor samples (splits over DataLoader workers);
         with ``batch_size`` it yields whole batches (use ``DataLoader(..., batch_size=None)``), which
-        saves a copy of every frame over the DataLoader's collation."""
+        saves a copy of every frame over the DataLoader's collation. Give the DataLoader's
+        ``num_workers`` too for an exact ``len()`` (the split depends on it)."""
         from wamdata.loader.torch_adapter import TorchStream
 
-        return TorchStream(self, batch_size=batch_size)
+        return TorchStream(self, batch_size=batch_size, num_workers=num_workers)
 
     def dataloader(self, batch_size: int, num_workers: int = 0, **kwargs):
         """A torch DataLoader over :meth:`torch` whose ``state_dict()`` resumes exactly, with any

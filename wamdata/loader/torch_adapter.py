@@ -231,16 +231,36 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
     worker started with, so a plain attribute set in the trainer would never reach them."""
 
     def __init__(self, stream: WamStream, with_cursor: bool = False, batch_size: int | None = None,
-                 slots: int = 1):
+                 num_workers: int = 0, drop_last: bool = False):
         super().__init__()
         self.stream = stream
         self.with_cursor = with_cursor
         self.batch_size = batch_size
+        self.drop_last = bool(drop_last and batch_size)
+        self.num_workers = max(1, num_workers)   # the DataLoader's, for len() in the trainer process
         # [epoch, rotation, resumed, emitted per worker slot...]
-        self._position = _torch_mod.zeros(3 + slots, dtype=_torch_mod.int64).share_memory_()
+        self._position = _torch_mod.zeros(3 + self.num_workers, dtype=_torch_mod.int64).share_memory_()
         self._position[0] = stream.epoch
         self.ring_flags = None  # set by ResumableLoader: workers recycle shared batch storages
         self._ring = None       # a worker's SharedRing, kept across the iterations of a persistent worker
+        self._pinned_rank = None  # (rank, world size), fixed when pickled for a worker (see __getstate__)
+
+    def __getstate__(self):
+        # Workers started by spawn or forkserver get a pickled copy and no torch.distributed of their
+        # own, so they would all take rank 0 of 1: fix the trainer's rank into the copy.
+        state = dict(self.__dict__)
+        state["_pinned_rank"] = self.rank_world()
+        return state
+
+    def rank_world(self) -> tuple[int, int]:
+        return self._pinned_rank or _rank_world(self.stream.config)
+
+    def slot_length(self, epoch: int, slot: int, workers: int) -> int:
+        """Samples worker slot ``slot`` of ``workers`` hands out in ``epoch`` (a partial last batch
+        not counted with ``drop_last``)."""
+        rank, world = self.rank_world()
+        n = self.stream.consumer_length(epoch, rank * workers + slot, world * workers)
+        return n - n % self.batch_size if self.drop_last else n
 
     @property
     def epoch(self) -> int:
@@ -259,7 +279,7 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
     def __iter__(self):
         info = _torch_mod.utils.data.get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        rank, world = _rank_world(self.stream.config)
+        rank, world = self.rank_world()
         epoch, rotation, resumed, *emitted = self._position.tolist()
         slot = (worker + rotation) % workers
         start = emitted[slot] if resumed else 0
@@ -285,7 +305,7 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
             if len(group) == self.batch_size:
                 yield self._collate(group, slot, i, ring, pool, packed)
                 group = []
-        if group:
+        if group and not self.drop_last:
             yield self._collate(group, slot, i, ring, pool, packed)
 
     def _collate(self, group, slot, i, ring, pool, packed):
@@ -297,14 +317,13 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
             out["_worker"], out["_index"] = slot, i
         return out
 
-    num_workers_hint = 1   # set by ResumableLoader: len() is asked in the main process
-
     def __len__(self):
-        """Items this rank yields in the epoch: samples, or batches when ``batch_size`` is set."""
+        """Items this rank yields in the epoch: samples, or batches when ``batch_size`` is set. The
+        split depends on the number of DataLoader workers, which only the DataLoader knows: exact when
+        this was made with the DataLoader's ``num_workers`` (``stream.torch(num_workers=...)``)."""
         info = _torch_mod.utils.data.get_worker_info()
-        workers = info.num_workers if info else self.num_workers_hint
-        rank, world = _rank_world(self.stream.config)
-        lengths = [self.stream.consumer_length(self.epoch, rank * workers + w, world * workers) for w in range(workers)]
+        workers = info.num_workers if info else self.num_workers
+        lengths = [self.slot_length(self.epoch, w, workers) for w in range(workers)]
         if self.batch_size is None:
             return sum(lengths)
         return sum(-(-n // self.batch_size) for n in lengths)
@@ -320,10 +339,12 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
     state keeps which worker is next as ``rotation`` so the order is kept too.
     """
 
-    def __init__(self, stream: WamStream, batch_size: int, num_workers: int = 0, **kwargs):
-        # Batches are collated in the stream (one copy per frame, shared memory in workers).
-        self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size, slots=max(1, num_workers))
-        self._stream_ds.num_workers_hint = max(1, num_workers)
+    def __init__(self, stream: WamStream, batch_size: int, num_workers: int = 0, drop_last: bool = False,
+                 **kwargs):
+        # Batches are collated in the stream (one copy per frame, shared memory in workers); with
+        # drop_last each worker drops its own partial last batch.
+        self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size, num_workers=num_workers,
+                                      drop_last=drop_last)
         super().__init__(self._stream_ds, batch_size=None, num_workers=num_workers, **kwargs)
         self._slots = max(1, num_workers)
         self._emitted = [0] * self._slots
@@ -338,12 +359,22 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
         self._stream_ds.set_epoch(epoch)
         self._emitted, self._next_slot = [0] * self._slots, 0
 
+    def _roll_finished_epoch(self) -> None:
+        """A loop that stopped right after the last batch (``islice(dl, len(dl))``, a step budget)
+        never let the epoch end: the next iteration starts the next epoch, not an empty remainder."""
+        ds = self._stream_ds
+        if any(self._emitted) and all(self._emitted[s] >= ds.slot_length(ds.epoch, s, self._slots)
+                                      for s in range(self._slots)):
+            self.set_epoch(ds.epoch + 1)
+
     def __iter__(self):
         ds = self._stream_ds
+        self._roll_finished_epoch()
+        epoch = ds.epoch
         if any(self._emitted):
-            ds.resume_from(ds.epoch, self._emitted, self._next_slot)
+            ds.resume_from(epoch, self._emitted, self._next_slot)
         else:
-            ds.set_epoch(ds.epoch)
+            ds.set_epoch(epoch)
         # New workers (every iteration, unless persistent) get new flags and a new watcher; persistent
         # workers keep their rings, so the watcher that knows their slots stays too. (Batches a
         # persistent worker had prefetched when a loop broke off are discarded by the DataLoader
@@ -362,10 +393,11 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
             self._emitted[slot] = batch.pop("_index")
             self._next_slot = (slot + 1) % self._slots
             yield batch
-        ds.set_epoch(ds.epoch + 1)
-        self._emitted, self._next_slot = [0] * self._slots, 0
+        if ds.epoch == epoch:   # not already rolled over by a state_dict() after the last batch
+            self.set_epoch(epoch + 1)
 
     def state_dict(self) -> dict:
+        self._roll_finished_epoch()
         return self._stream_ds.stream.make_state(self.epoch, self._emitted, self._next_slot)
 
     def load_state_dict(self, state: dict) -> None:
