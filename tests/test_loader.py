@@ -334,6 +334,63 @@ datasets:
         load_manifest({"datasets": [{"path": ds, "filter": "__import__('os')"}]})
 
 
+def test_manifest_mistakes_name_the_manifest_and_never_pass_silently(ds, tmp_path, caplog):
+    def manifest(name, **entry):
+        import yaml
+
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"datasets": [{"path": ds, **entry}]}))
+        return str(path)
+
+    for name, entry, match in [
+        ("syntax", {"filter": "num_steps >= "}, "not an expression"),
+        ("in_str", {"filter": "task in 'task 1'"}, "needs a list"),
+        ("weight", {"weight": "heavy"}, "weight must be a number"),
+        ("episodes", {"episodes": "ep0001"}, "list of ids"),
+    ]:
+        path = manifest(name, **entry)
+        with pytest.raises(ConfigError, match=match) as err:
+            load_manifest(path)
+        assert path in str(err.value), err.value
+    (tmp_path / "view.txt").write_text("ep0001\n  # a comment, indented\nep001\n")
+    with caplog.at_level("WARNING", logger="wamdata.loader.manifest"):
+        s = WamStream(manifest("view", episodes_file="view.txt"), cameras=[], normalize=None)
+    assert {w["episode_id"] for w in s} == {"ep0001"}
+    assert "1 of the 2 listed episodes are not in the dataset" in caplog.text and "ep001" in caplog.text
+
+
+def test_manifest_split_ignores_key_order_and_warns_when_unused(ds, caplog):
+    def episodes(split_map, split):
+        return {w["episode_id"] for w in WamStream({"datasets": [ds], "split": split_map}, cameras=[],
+                                                   normalize=None, split=split)}
+
+    assert episodes({"train": 0.6, "val": 0.4}, "val") == episodes({"val": 0.4, "train": 0.6}, "val")
+    with caplog.at_level("WARNING", logger="wamdata.loader.stream"):
+        WamStream({"datasets": [ds], "split": {"train": 0.9, "val": 0.1}}, cameras=[], normalize=None)
+    assert "no split= was given" in caplog.text
+
+
+def test_manifest_at_a_url_resolves_relative_paths(tmp_path):
+    import fsspec
+
+    p = make_dataset("memory://bucket/data/six", n=2, steps=6, stats=False)
+    with fsspec.open("memory://bucket/m/m.yaml", "w") as f:
+        f.write("datasets:\n  - path: ../data/six\n")
+    m = load_manifest("memory://bucket/m/m.yaml")
+    assert m.datasets[0].path == p
+    assert len(list(WamStream("memory://bucket/m/m.yaml", cameras=[], normalize=None))) == 12
+
+
+def test_mixture_epoch_does_not_grow_with_consumers(ds, ego):
+    """Consumers left without a small dataset's episodes share a block of it; the epoch must not
+    count those shared windows once per consumer."""
+    stream = WamStream({"datasets": [{"path": ds, "weight": 3}, {"path": ego, "weight": 1}]}, cameras=[],
+                       normalize=None)
+    total = stream.total_windows
+    for n in (1, 2, 8, 42):
+        assert sum(stream.consumer_length(0, c, n) for c in range(n)) == total
+
+
 def test_shipped_manifests_parse():
     import glob
 

@@ -20,6 +20,7 @@ equals ``"train"``. A plain dataset path is a manifest of one dataset with weigh
 from __future__ import annotations
 
 import ast
+import logging
 import posixpath
 from dataclasses import dataclass, field
 
@@ -29,6 +30,8 @@ import pyarrow.compute as pc
 
 from wamdata.errors import ConfigError
 from wamdata.format.layout import stable_fraction
+
+log = logging.getLogger(__name__)
 
 _DATASET_KEYS = {"path", "weight", "filter", "episodes", "episodes_file", "name"}
 _MANIFEST_KEYS = {"name", "datasets", "split", "description"}
@@ -85,7 +88,10 @@ def load_manifest(path_or_manifest) -> Manifest:
 def _resolve(base: str, rel: str) -> str:
     if not base or "://" in rel or rel.startswith("/"):
         return rel
-    return posixpath.normpath(posixpath.join(base, rel)) if "://" not in base else f"{base.rstrip('/')}/{rel}"
+    if "://" in base:   # normalise the path part only ("s3://b/m/../d" -> "s3://b/d")
+        scheme, _, rest = base.partition("://")
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, rel))}"
+    return posixpath.normpath(posixpath.join(base, rel))
 
 
 def _parse(doc, where: str, base: str) -> Manifest:
@@ -103,14 +109,19 @@ def _parse(doc, where: str, base: str) -> Manifest:
         unknown = set(d) - _DATASET_KEYS
         if unknown:
             raise ConfigError(f"{where}: datasets[{i}]: unknown keys {sorted(unknown)}; known: {sorted(_DATASET_KEYS)}")
-        weight = float(d.get("weight", 1.0))
-        if not weight > 0:
-            raise ConfigError(f"{where}: datasets[{i}]: weight must be > 0, got {d.get('weight')}")
+        weight = d.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ConfigError(f"{where}: datasets[{i}]: weight must be a number > 0, got {weight!r}")
         episodes = d.get("episodes")
+        if episodes is not None and not isinstance(episodes, list):
+            raise ConfigError(f"{where}: datasets[{i}]: episodes is a list of ids, got {episodes!r}")
         if d.get("episodes_file"):
             episodes = list(episodes or []) + _read_ids(_resolve(base, d["episodes_file"]))
         if d.get("filter") is not None:
-            compile_filter(str(d["filter"]))  # fail early, naming the manifest
+            try:
+                compile_filter(str(d["filter"]))  # fail early, naming the manifest
+            except ConfigError as e:
+                raise ConfigError(f"{where}: datasets[{i}]: {e}") from e
         specs.append(DatasetSpec(path=_resolve(base, str(d["path"])), weight=weight, filter=d.get("filter"),
                                  episodes=tuple(str(e) for e in episodes) if episodes is not None else None,
                                  name=d.get("name")))
@@ -118,7 +129,10 @@ def _parse(doc, where: str, base: str) -> Manifest:
     if split is not None:
         if not isinstance(split, dict) or not split:
             raise ConfigError(f"{where}: split is a mapping name -> fraction, e.g. {{train: 0.95, val: 0.05}}")
-        fracs = tuple((str(k), float(v)) for k, v in split.items())
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in split.values()):
+            raise ConfigError(f"{where}: split fractions are numbers, got {split}")
+        # by name, so the intervals do not depend on the order the keys were written in
+        fracs = tuple(sorted((str(k), float(v)) for k, v in split.items()))
         if any(v < 0 for _, v in fracs) or sum(v for _, v in fracs) > 1 + 1e-9:
             raise ConfigError(f"{where}: split fractions must be >= 0 and sum to at most 1, got {split}")
         split = fracs
@@ -135,7 +149,7 @@ def _read_ids(path: str) -> list[str]:
             fs, p = layout.open_fs(path)
             return [str(x) for x in layout.read_parquet(fs, p, columns=["episode_id"])["episode_id"].to_pylist()]
         with fsspec.open(path, "r") as f:
-            return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+            return [line.strip() for line in f if line.strip() and not line.strip().startswith("#")]
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: episodes_file not found") from e
 
@@ -185,7 +199,10 @@ def _expr(node, text) -> pc.Expression:
             if isinstance(op, (ast.In, ast.NotIn)):
                 if not isinstance(left, ast.Name):
                     raise ConfigError(f"filter {text!r}: 'in' needs a column on the left")
-                e = pc.field(left.id).isin(list(_literal(right, text)))
+                values = _literal(right, text)
+                if not isinstance(values, (list, tuple, set)):
+                    raise ConfigError(f"filter {text!r}: 'in' needs a list, e.g. task in ['a', 'b']")
+                e = pc.field(left.id).isin(list(values))
                 e = ~e if isinstance(op, ast.NotIn) else e
             elif type(op) in _CMP:
                 a, b = _operand(left, text), _operand(right, text)
@@ -214,6 +231,11 @@ def select_rows(index: pa.Table, spec: DatasetSpec, split: str | None,
     if spec.episodes is not None:
         wanted = set(spec.episodes)
         table = table.filter(pc.is_in(table["episode_id"], pa.array(sorted(wanted), pa.string())))
+        missing = wanted - set(index["episode_id"].to_pylist())
+        if missing:
+            # a curated view naming episodes the dataset does not have is probably stale or mistyped
+            log.warning("%s: %d of the %d listed episodes are not in the dataset (e.g. %s)", spec.path,
+                        len(missing), len(wanted), ", ".join(sorted(missing)[:3]))
     if split is not None:
         table = table.filter(pa.array(split_mask(table, split, fractions, spec.path)))
     return table

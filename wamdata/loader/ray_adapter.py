@@ -58,6 +58,25 @@ def _read_fn(stream: WamStream, epoch: int, consumer: int, n: int, block_rows: i
     return read
 
 
+def torch_batch(batch: dict) -> dict:
+    """A Ray Data batch (numpy, flat ``frames.<camera>`` columns) in the shape of the DataLoader's
+    batches: ``frames`` / ``future_frames`` dicts of tensors, tensors for arrays, lists for strings.
+    Ray's default collation cannot make tensors of the string columns, so pass this as
+    ``ds.iter_torch_batches(collate_fn=torch_batch)``, or apply it to ``ds.iter_batches()``."""
+    import torch
+
+    out: dict = {}
+    for key, v in batch.items():
+        v = np.asarray(v)
+        value = v.tolist() if v.dtype.kind in "OUS" else torch.from_numpy(np.ascontiguousarray(v))
+        group, _, cam = key.partition(".")
+        if cam:
+            out.setdefault(group, {})[cam] = value
+        else:
+            out[key] = value
+    return out
+
+
 def ray_dataset(stream: WamStream, parallelism: int | None, epoch: int, block_rows: int = 32):
     try:
         import ray.data
@@ -66,9 +85,14 @@ def ray_dataset(stream: WamStream, parallelism: int | None, epoch: int, block_ro
     except ImportError as e:
         raise ConfigError("WamStream.ray_dataset() needs Ray Data: pip install 'ray[data]'") from e
 
+    if parallelism is not None and parallelism < 1 or block_rows < 1:
+        raise ConfigError(f"ray_dataset: parallelism must be >= 1 (or None) and block_rows >= 1, got "
+                          f"{parallelism} and {block_rows}")
     rank, world = _rank_world(stream.config)
-    shards = sum(len(s.plan.shards) for s in stream.sources)
-    tasks = parallelism or max(1, min(shards, 64))
+    # Consumers are cut by episode: one read task per episode at most (up to 64), so that
+    # streaming_split(n) has several tasks' output to share out even when all sit in one shard.
+    episodes = max(s.plan.rows.num_rows for s in stream.sources)
+    tasks = parallelism or max(1, min(episodes, 64))
 
     class WamDatasource(Datasource):
         def estimate_inmemory_data_size(self):

@@ -262,6 +262,10 @@ class WamStream:
             if len(empty) == len(self.sources):
                 raise ConfigError(f"{msg}: the stream would be empty; check the ids, filter or split")
             log.warning("%s; its weight goes to the other datasets", msg)
+        if self.manifest.split and cfg.split is None:
+            log.warning("%s defines splits %s but no split= was given: the stream reads every episode, "
+                        "%s included", self.manifest.source or "the manifest",
+                        [n for n, _ in self.manifest.split], " and ".join(n for n, _ in self.manifest.split))
         if cfg.fps is None:
             rates = {s.spec.path: sorted(set(s.plan.rows.column("fps").to_pylist())) for s in self.sources}
             if len({r for rs in rates.values() for r in rs}) > 1:
@@ -308,6 +312,10 @@ class WamStream:
     def consumer_length(self, epoch: int, consumer: int, num_consumers: int) -> int:
         """Samples consumer ``consumer`` of ``num_consumers`` yields in ``epoch``."""
         spe = self.config.samples_per_epoch
+        if spe is None and len(self.sources) > 1:
+            # a mixture's epoch: as many samples as its datasets have windows, shared evenly, whatever
+            # the number of consumers (counting each consumer's blocks would count shared blocks twice)
+            spe = self.total_windows
         if spe == "even":
             # whole episodes go to one consumer, so shares differ by up to an episode's windows; an
             # equal count leaves a long share's tail for the next epoch and cycles a short one
