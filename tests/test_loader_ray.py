@@ -52,7 +52,8 @@ def test_torch_batches_from_ray_look_like_dataloader_batches(ray_session, tmp_pa
 
     Marked slow (``make test-slow``, its own session): run in the default session, where DataLoader
     tests fork this same process (a Ray driver) afterwards, a later Ray job's tasks never came back;
-    not root-caused (torch ops in a Ray driver that later forks are the suspect)."""
+    not root-caused: it happens with this test's Ray Data read alone (no torch op), so a third Ray Data
+    execution in a driver that later forks is the suspect."""
 
     torch = pytest.importorskip("torch")
     from wamdata.errors import ConfigError
