@@ -101,12 +101,6 @@ class _View:
         """The tensor this view describes in ``base`` (a flat uint8 tensor over the storage)."""
         return base[self.offset: self.offset + self.nbytes].view(self.dtype).view(self.shape)
 
-    def __getstate__(self):
-        return (self.offset, self.nbytes, self.shape, self.dtype)
-
-    def __setstate__(self, state):
-        self.offset, self.nbytes, self.shape, self.dtype = state
-
 
 def _as_tensors(batch: dict, made: dict, packed: bool) -> dict:
     """Tensors (or, ``packed``, :class:`_View` placeholders) for the numpy arrays of a batch: the
