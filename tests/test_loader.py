@@ -216,6 +216,26 @@ def test_harmonised_mixture_with_video_only_source(ds, ego):
     assert seen == {"ds", "ego"}
 
 
+def test_a_pinned_layout_carries_over_to_a_subset(ds, ego):
+    """A model trained on a mixture, evaluated on one of its datasets: the mixture's layout, given as
+    {name: width}, makes the subset's vectors line up dimension for dimension."""
+    mix = WamStream({"datasets": [ds, ego]}, cameras=[], normalize=None)
+    mixed = {ids([s])[0]: s for s in mix if s["dataset"] == "ego"}
+    alone = WamStream(ego, cameras=[], normalize=None)
+    assert alone.state_layout.width == 7 and alone.action_layout.width == 0   # its own layout differs
+    pinned = WamStream(ego, cameras=[], normalize=None, state_features=mix.state_layout.widths,
+                       action_features=mix.action_layout.widths)
+    assert pinned.state_layout == mix.state_layout and pinned.action_layout == mix.action_layout
+    for s in pinned:
+        m = mixed[ids([s])[0]]
+        for key in ("state", "state_mask", "actions", "actions_is_pad", "action_mask"):
+            np.testing.assert_array_equal(s[key], m[key])
+    with pytest.raises(ConfigError, match=r"wider than the given layout.*state.joint_pos \(4 > 2\)"):
+        WamStream(ego, cameras=[], normalize=None, state_features={"state.joint_pos": 2})
+    with pytest.raises(ConfigError, match="positive integers"):
+        WamStream(ego, cameras=[], normalize=None, state_features={"state.joint_pos": 0})
+
+
 def test_mixture_weights(ds, ego):
     stream = WamStream({"datasets": [{"path": ds, "weight": 3}, {"path": ego, "weight": 1}]},
                        cameras=[], normalize=None, samples_per_epoch=4000, shuffle_buffer=8)
@@ -269,11 +289,55 @@ def test_normalisation_stats_and_bounds(ds):
         np.testing.assert_array_equal(s["state"], r["state"])   # not listed: untouched
 
 
+@pytest.mark.parametrize("mode", ["stats", "bounds"])
+def test_denormalize_gives_back_source_units(ds, ego, mode):
+    """What a trainer does with a policy's output: the stream's normalised action chunk (and state)
+    back in robot units, per the sample's dataset and embodiment, numpy or torch."""
+    mix = {"datasets": [{"path": ds}, {"path": ego}]}
+    raw = {ids([s])[0]: s for s in WamStream(mix, cameras=[], normalize=None, shuffle_buffer=1)}
+    stream = WamStream(mix, cameras=[], normalize=mode, shuffle_buffer=1)
+    seen = set()
+    for s in stream:
+        r = raw[ids([s])[0]]
+        for kind, key, mask in (("action", "actions", "action_mask"), ("state", "state", "state_mask")):
+            back = stream.denormalize(s[key], s["dataset"], s["embodiment"], kind=kind)
+            np.testing.assert_allclose(back[..., s[mask]], r[key][..., s[mask]], rtol=1e-5, atol=1e-3)
+        seen.add(s["dataset"])
+    assert seen == {"ds", "ego"}
+    torch = pytest.importorskip("torch")
+    s = next(iter(stream))
+    back = stream.denormalize(torch.from_numpy(s["actions"]), s["dataset"], s["embodiment"])
+    np.testing.assert_allclose(back.numpy(), raw[ids([s])[0]]["actions"], rtol=1e-5, atol=1e-3)
+    with pytest.raises(ConfigError, match="no dataset 'nope'"):
+        stream.denormalize(s["actions"], "nope", "franka")
+    with pytest.raises(ConfigError, match="dims"):
+        stream.denormalize(s["actions"][:, :2], "ds", "franka")
+
+
 def test_missing_stats_names_path_and_command(tmp_path):
     p = make_dataset(tmp_path / "nostats", n=1, steps=5, stats=False)
     with pytest.raises(FormatError, match=r"stats\.json.*wamdata stats"):
         WamStream(p, cameras=[], normalize="stats")
     assert len(list(WamStream(p, cameras=[], normalize=None))) == 5
+
+
+def test_resize_modes_stretch_crop_pad(ds):
+    """Stored frames are 32x48. crop keeps the centred 32x32; pad letterboxes the whole frame into
+    48x48 (8 black rows above and below); stretch (the default) squeezes it."""
+    def first(**kw):
+        s = next(iter(WamStream(ds, cameras=["front"], normalize=None, shuffle_buffer=1, **kw)))
+        return s["frames"]["front"][-1], frame(int(s["episode_id"][2:]), s["t"])
+
+    got, src = first(image_size=(32, 32), resize="crop")
+    assert got.shape == (32, 32, 3) and psnr(got, src[:, 8:40]) > 35
+    got, src = first(image_size=(48, 48), resize="pad")
+    assert got.shape == (48, 48, 3) and not got[:8].any() and not got[40:].any() and psnr(got[8:40], src) > 35
+    got, src = first(image_size=(32, 32))
+    import cv2
+
+    assert psnr(got, cv2.resize(src, (32, 32), interpolation=cv2.INTER_AREA)) > 35
+    with pytest.raises(ConfigError, match="resize must be one of"):
+        WamStream(ds, cameras=["front"], resize="fit")
 
 
 def test_resample_to_common_fps(tmp_path):
@@ -289,6 +353,36 @@ def test_resample_to_common_fps(tmp_path):
     assert len(up) == 2 * 39
     first = [s["state"][-1, 0] - 1000 * int(s["episode_id"][2:]) for s in up[:6]]
     np.testing.assert_allclose(first, [0, 0, 1, 1, 2, 2])  # nearest step
+
+
+def test_resampled_delta_actions_keep_the_motion(tmp_path):
+    """A per-step motion (action.eef_delta_pos) at another rate is the motion over the target step:
+    at half the rate twice the source delta, at double half of it; none inside a timestamp gap."""
+    from wamdata.format.writer import write_dataset
+    from wamdata.schema import Episode
+
+    ts = np.r_[np.arange(10), np.arange(20, 30)] / 10.0       # 10 Hz with a 1 s hole after 0.9 s
+    ep = Episode("gap", "fixture", "teleop", "franka", 10.0, steps={"timestamp": ts}, action_space="eef_delta")
+    ep.add("state.eef_pos", np.stack([np.arange(20.0), np.zeros(20), np.zeros(20)], 1))
+    ep.add("action.eef_delta_pos", np.tile([0.01, 0.0, 0.0], (20, 1)))
+    write_dataset(str(tmp_path / "d"), [ep])
+
+    def deltas(fps):
+        s = WamStream(str(tmp_path / "d"), cameras=[], normalize=None, fps=fps, shuffle_buffer=1,
+                      history=1, action_horizon=1)
+        return {w["t"]: (w["actions"][0, 0], w["actions_is_pad"][0]) for w in s}
+
+    same = deltas(10)
+    np.testing.assert_allclose([same[t][0] for t in range(10)], 0.01, rtol=1e-6)
+    half = deltas(5)
+    np.testing.assert_allclose([half[t][0] for t in range(5)], 0.02, rtol=1e-6)
+    np.testing.assert_allclose([half[t][0] for t in (5, 6, 7, 8, 9)], 0.0, atol=1e-9)   # the hole
+    assert not half[4][1] and half[6][1]   # inside the hole: padded (no source step near)
+    np.testing.assert_allclose([half[t][0] for t in range(10, 14)], 0.02, rtol=1e-6)
+    double = deltas(20)
+    np.testing.assert_allclose([double[t][0] for t in range(19)], 0.005, rtol=1e-6)
+    # the whole motion is kept: 10 source steps before the hole move 0.1 at any rate
+    assert sum(v for t, (v, _) in double.items() if t < 20) == pytest.approx(0.1, rel=1e-5)
 
 
 def test_mixing_step_rates_without_fps_warns(tmp_path, caplog):
@@ -357,6 +451,11 @@ def test_manifest_mistakes_name_the_manifest_and_never_pass_silently(ds, tmp_pat
         s = WamStream(manifest("view", episodes_file="view.txt"), cameras=[], normalize=None)
     assert {w["episode_id"] for w in s} == {"ep0001"}
     assert "1 of the 2 listed episodes are not in the dataset" in caplog.text and "ep001" in caplog.text
+    # two datasets a sample could not be told apart by (its `dataset` field)
+    with pytest.raises(ConfigError, match=r"both labelled 'ds'.*distinct 'name'"):
+        load_manifest({"datasets": [{"path": ds}, {"path": ds, "filter": "success == True"}]})
+    named = load_manifest({"datasets": [{"path": ds}, {"path": ds, "name": "ds-success"}]})
+    assert [d.label for d in named.datasets] == ["ds", "ds-success"]
 
 
 def test_manifest_split_ignores_key_order_and_warns_when_unused(ds, caplog):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from wamdata.errors import ConfigError
 
 NORMALIZE_MODES = ("stats", "bounds")
+RESIZE_MODES = ("stretch", "crop", "pad")
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,10 @@ class LoaderConfig:
     history: int = 2
     future: tuple[int, ...] = (4, 8, 16)
     action_horizon: int = 16
-    image_size: tuple[int, int] | None = (180, 320)   # (height, width); None keeps the stored size
+    # (height, width) of delivered frames; None: each camera at its stored size in the first dataset
+    # that has it (a camera stored at other sizes in other datasets is fitted to that one)
+    image_size: tuple[int, int] | None = (180, 320)
+    resize: str = "stretch"           # "stretch" | "crop" (centred, keeps aspect) | "pad" (letterbox)
     seed: int = 0
     shuffle_buffer: int = 2048        # windows held for shuffling; <= 1 streams windows in order
     max_live_episodes: int = 8        # decoded episodes held at once (+1 read ahead): the memory bound
@@ -34,8 +38,9 @@ class LoaderConfig:
     rank: int | None = None
     world_size: int | None = None
     split: str | None = None
-    state_features: tuple[str, ...] | None = None
-    action_features: tuple[str, ...] | None = None
+    # names (default: the canonical ones present), or {name: width} to pin a layout (VectorLayout.widths)
+    state_features: tuple[str, ...] | tuple[tuple[str, int], ...] | None = None
+    action_features: tuple[str, ...] | tuple[tuple[str, int], ...] | None = None
     # samples per epoch over all ranks/workers (default: every window once); "even": every consumer
     # (rank x worker) the same count, total windows // consumers, so DDP ranks get equal batch counts
     samples_per_epoch: int | str | None = None
@@ -53,7 +58,11 @@ class LoaderConfig:
             fix("image_size", (int(self.image_size[0]), int(self.image_size[1])))
         for name in ("state_features", "action_features"):
             v = getattr(self, name)
-            if v is not None:
+            if isinstance(v, dict):   # a pinned layout, name -> width (VectorLayout.widths)
+                if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in v.values()):
+                    raise ConfigError(f"{name}: widths must be positive integers, got {v}")
+                fix(name, tuple((str(n), int(w)) for n, w in v.items()))
+            elif v is not None:
                 fix(name, tuple([v] if isinstance(v, str) else v))
         if self.history < 1:
             raise ConfigError(f"history must be >= 1, got {self.history}")
@@ -75,6 +84,8 @@ class LoaderConfig:
 
         if self.decoder not in DECODERS:
             raise ConfigError(f"unknown decoder {self.decoder!r}; known: {', '.join(DECODERS)}")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
         if self.on_error not in ("raise", "skip"):
             raise ConfigError(f"on_error must be 'raise' or 'skip', got {self.on_error!r}")
         spe = self.samples_per_epoch

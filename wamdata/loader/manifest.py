@@ -125,6 +125,14 @@ def _parse(doc, where: str, base: str) -> Manifest:
         specs.append(DatasetSpec(path=_resolve(base, str(d["path"])), weight=weight, filter=d.get("filter"),
                                  episodes=tuple(str(e) for e in episodes) if episodes is not None else None,
                                  name=d.get("name")))
+    labels: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if spec.label in labels:
+            # a sample's `dataset` names where it came from (per-dataset metrics, denormalize)
+            raise ConfigError(f"{where}: datasets[{labels[spec.label]}] and datasets[{i}] are both labelled "
+                              f"{spec.label!r} ({specs[labels[spec.label]].path}, {spec.path}); give each a "
+                              "distinct 'name'")
+        labels[spec.label] = i
     split = doc.get("split")
     if split is not None:
         if not isinstance(split, dict) or not split:

@@ -304,7 +304,8 @@ class WamStream:
                     if n in s.features and cfg.normalize_mode(n)]
             stats = read_stats(s.spec.path) if used and s.plan.rows.num_rows else None
             s.ctx = DatasetContext(s.index, s.spec.label, cfg, self.state_layout, self.action_layout,
-                                   Normalizer(stats, cfg.normalize_mode, s.spec.path), frame_shape)
+                                   Normalizer(stats, cfg.normalize_mode, s.spec.path), frame_shape,
+                                   frozenset(n for n, f in s.features.items() if f.encoding == "delta"))
         self.epoch = 0
         self._emitted = 0
 
@@ -466,6 +467,25 @@ class WamStream:
     def load_state_dict(self, state: dict) -> None:
         check_state(state, self, num_workers=1)
         self.epoch, self._emitted = int(state["epoch"]), int(state["emitted"][0])
+
+    def denormalize(self, values, dataset: str, embodiment: str, kind: str = "action"):
+        """``values`` (..., width) of the stream's action (or ``kind="state"``) vector, normalised as
+        samples of ``dataset`` and ``embodiment`` are (a sample's ``dataset`` and ``embodiment``
+        fields), back in the features' units: e.g. a model's predicted action chunk for the robot.
+        numpy arrays or torch tensors; dimensions that were not normalised come back unchanged."""
+        from wamdata.loader.vectors import denormalise
+
+        layout = {"action": self.action_layout, "state": self.state_layout}.get(kind)
+        if layout is None:
+            raise ConfigError(f"kind must be 'action' or 'state', got {kind!r}")
+        source = next((s for s in self.sources if s.spec.label == dataset), None)
+        if source is None:
+            raise ConfigError(f"no dataset {dataset!r} in this stream; its datasets: "
+                              f"{[s.spec.label for s in self.sources]}")
+        if tuple(values.shape[-1:]) != (layout.width,):
+            raise ConfigError(f"{kind} vectors of this stream have {layout.width} dims, got shape "
+                              f"{tuple(values.shape)}")
+        return denormalise(layout, values, embodiment, source.ctx.normalizer, source.features)
 
     # ---- adapters ----------------------------------------------------------------------------------
     def torch(self, batch_size: int | None = None, num_workers: int = 0):

@@ -6,7 +6,8 @@ across datasets for variable-length features such as ``state.joint_pos``). A dat
 it has; ``state_mask`` / ``action_mask`` mark, per dimension, what is real.
 
 Normalisation is per feature, from the dataset's ``stats.json`` for the episode's embodiment:
-``"stats"`` is (x - mean) / std, ``"bounds"`` maps [q01, q99] to [-1, 1].
+``"stats"`` is (x - mean) / std, ``"bounds"`` maps [q01, q99] to [-1, 1]; :func:`denormalise` inverts
+it (a policy's predicted actions back in robot units).
 """
 
 from __future__ import annotations
@@ -42,8 +43,16 @@ class VectorLayout:
     def names(self) -> list[str]:
         return [s.name for s in self.slots]
 
+    @property
+    def widths(self) -> dict[str, int]:
+        """name -> width, in order: pass it as ``state_features=`` / ``action_features=`` to give
+        another stream (a subset, an evaluation set) exactly this layout."""
+        return {s.name: s.width for s in self.slots}
+
     @classmethod
     def build(cls, kind: str, feature_sets: list[dict[str, Feature]], names=None) -> "VectorLayout":
+        """``names``: None (the canonical features present, in vocabulary order), feature names, or
+        (name, width) pairs that pin the layout whatever the datasets hold."""
         widths: dict[str, int] = {}
         for feats in feature_sets:
             for n, f in feats.items():
@@ -51,6 +60,12 @@ class VectorLayout:
                 widths[n] = max(widths.get(n, 0), w)
         if names is None:
             names = [n for n in CANONICAL if n.startswith(kind + ".") and n in widths]
+        elif names and not isinstance(names[0], str):
+            too_wide = [f"{n} ({widths[n]} > {w})" for n, w in names if widths.get(n, 0) > w]
+            if too_wide:
+                raise ConfigError(f"{kind}_features: the data is wider than the given layout: {too_wide}")
+            widths = dict(names)
+            names = list(widths)
         else:
             missing = [n for n in names if n not in widths]
             if missing:
@@ -83,13 +98,15 @@ class Normalizer:
         self._where = where
         self._cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None] = {}
 
-    def affine(self, embodiment: str, feature: str, width: int):
+    def affine(self, embodiment: str, feature: str, width: int | None = None):
+        """(offset, scale) of the feature for the embodiment, or None when it is not normalised;
+        ``width`` (the data's) is checked against the statistics' once."""
         key = (embodiment, feature)
         if key not in self._cache:
             self._cache[key] = self._build(embodiment, feature, width)
         return self._cache[key]
 
-    def _build(self, embodiment: str, feature: str, width: int):
+    def _build(self, embodiment: str, feature: str, width: int | None):
         mode = self._mode_of(feature)
         if mode is None:
             return None
@@ -106,7 +123,7 @@ class Normalizer:
         else:
             lo, hi = _floats(s["q01"]), _floats(s["q99"])
             offset, scale = (hi + lo) / 2, (hi - lo) / 2
-        if offset.shape != (width,):
+        if width is not None and offset.shape != (width,):
             raise FormatError(f"{self._where}: stats for {feature!r} have {offset.size} dims, data has {width}")
         # Dimensions without statistics (null) or constant ones pass through unscaled.
         offset = np.nan_to_num(offset, nan=0.0)
@@ -131,6 +148,24 @@ def harmonise(layout: VectorLayout, columns: dict[str, np.ndarray], n: int, embo
         out[:, slot.start: slot.start + w] = col
         mask[slot.start: slot.start + w] = True
     return out, mask
+
+
+def denormalise(layout: VectorLayout, values, embodiment: str, normalizer: Normalizer, present):
+    """The inverse of :func:`harmonise`'s normalisation for vectors (..., width) of one dataset and
+    embodiment, numpy or torch: each normalised feature the dataset has (``present``) back in its
+    units; other dimensions are returned as they are."""
+    torch_like = hasattr(values, "new_tensor")
+    out = values.clone() if torch_like else np.array(values, np.float32, copy=True)
+    for slot in layout.slots:
+        aff = normalizer.affine(embodiment, slot.name) if slot.name in present else None
+        if aff is None:
+            continue
+        offset, scale = aff
+        if torch_like:
+            offset, scale = out.new_tensor(offset), out.new_tensor(scale)
+        part = out[..., slot.start: slot.start + len(aff[0])]
+        out[..., slot.start: slot.start + len(aff[0])] = part * scale + offset
+    return out
 
 
 def _floats(values) -> np.ndarray:

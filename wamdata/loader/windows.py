@@ -33,6 +33,7 @@ class DatasetContext:
     action_layout: VectorLayout
     normalizer: Normalizer
     frame_shape: dict[str, tuple[int, int]]   # camera -> (height, width) of delivered frames
+    delta_features: frozenset[str] = frozenset()   # per-step motions: summed, not picked, when resampled
 
 
 class LoadedEpisode:
@@ -64,8 +65,14 @@ class LoadedEpisode:
         names = set(stored.steps.column_names)
         cols_s = {s.name: stored.array(s.name).reshape(T, -1)[self.src]
                   for s in ctx.state_layout.slots if s.name in names}
-        cols_a = {s.name: stored.array(s.name).reshape(T, -1)[self.src]
-                  for s in ctx.action_layout.slots if s.name in names}
+        cols_a = {}
+        for s in ctx.action_layout.slots:
+            if s.name in names:
+                col = stored.array(s.name).reshape(T, -1)
+                if cfg.fps is not None and s.name in ctx.delta_features:
+                    cols_a[s.name] = resample_deltas(col, ts, 1.0 / src_fps, grid, 1.0 / cfg.fps)
+                else:
+                    cols_a[s.name] = col[self.src]
         self.state, self.state_mask = harmonise(ctx.state_layout, cols_s, self.n, self.embodiment, ctx.normalizer)
         self.actions, self.action_mask = harmonise(ctx.action_layout, cols_a, self.n, self.embodiment,
                                                    ctx.normalizer)
@@ -87,7 +94,7 @@ class LoadedEpisode:
             try:
                 for i, frame in enumerate(decoder.iter_frames(stored.video_bytes(cam), 0, stop)):
                     if self.refs[i]:
-                        store[i] = resize_frame(frame, (hw[1], hw[0]))
+                        store[i] = fit_frame(frame, hw, cfg.resize)
                     got = i + 1
             except FormatError:
                 raise
@@ -166,3 +173,44 @@ class LoadedEpisode:
             "embodiment": self.embodiment,
             "dataset": ctx.name,
         }
+
+
+def fit_frame(frame: np.ndarray, hw: tuple[int, int], mode: str) -> np.ndarray:
+    """A frame at (height, width) ``hw``: ``"stretch"`` resizes (the aspect ratio follows the target),
+    ``"crop"`` takes the largest centred region of the target's aspect ratio first, ``"pad"`` scales
+    the whole frame to fit inside and centres it on black."""
+    h, w = hw
+    H, W = frame.shape[:2]
+    if (H, W) == (h, w) or mode == "stretch":
+        return resize_frame(frame, (w, h))
+    if mode == "crop":
+        if H * w > W * h:   # taller than the target: crop rows
+            keep = max(1, round(W * h / w))
+            frame = frame[(H - keep) // 2: (H - keep) // 2 + keep]
+        else:
+            keep = max(1, round(H * w / h))
+            frame = np.ascontiguousarray(frame[:, (W - keep) // 2: (W - keep) // 2 + keep])
+        return resize_frame(frame, (w, h))
+    scale = min(h / H, w / W)
+    nh, nw = max(1, round(H * scale)), max(1, round(W * scale))
+    out = np.zeros((h, w, 3), np.uint8)
+    y, x = (h - nh) // 2, (w - nw) // 2
+    out[y: y + nh, x: x + nw] = resize_frame(frame, (nw, nh))
+    return out
+
+
+def resample_deltas(values: np.ndarray, ts: np.ndarray, src_dt: float, grid: np.ndarray, dt: float) -> np.ndarray:
+    """Per-step motions (``delta`` features) at another rate: the motion accumulated over each target
+    step ``[grid_k, grid_k + dt)``, not the nearest source step's motion (which would lose half of it
+    at half the rate and count it twice at double). Source step ``i`` moves by ``values[i]`` evenly
+    over ``[ts_i, ts_i + src_dt)``; nothing moves inside a timestamp gap. Translations add up exactly;
+    rotation vectors are summed, which is exact about a fixed axis and first-order otherwise."""
+    T = len(ts)
+    cum = np.vstack([np.zeros((1, values.shape[1])), np.cumsum(values, 0, dtype=np.float64)])
+    ends = np.minimum(ts + src_dt, np.append(ts[1:], np.inf))
+    knots = np.stack([ts, ends], 1).ravel()                         # start_0, end_0, start_1, ...
+    at_knots = np.stack([cum[:T], cum[1:]], 1).reshape(2 * T, -1)   # accumulated motion there
+    out = np.empty((len(grid), values.shape[1]), np.float32)
+    for j in range(values.shape[1]):
+        out[:, j] = np.interp(grid + dt, knots, at_knots[:, j]) - np.interp(grid, knots, at_knots[:, j])
+    return out
