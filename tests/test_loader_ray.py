@@ -78,3 +78,18 @@ def test_torch_batches_from_ray_look_like_dataloader_batches(ray_session, tmp_pa
     assert seen == sum(LENGTHS)
     with pytest.raises(ConfigError, match="parallelism"):
         stream.ray_dataset(parallelism=-1)
+
+
+def test_dataloader_in_a_ray_process_warns_against_fork(ray_session, tmp_path, caplog):
+    """Forking a Ray driver or worker can hang it; Ray's guide asks DataLoaders for forkserver/spawn."""
+    pytest.importorskip("torch")
+    ds = make_dataset(tmp_path / "ds", n=2, steps=5)
+    stream = WamStream(ds, cameras=[], shuffle_buffer=4)
+    with caplog.at_level("WARNING", logger="wamdata.loader.torch_adapter"):
+        stream.dataloader(batch_size=2, num_workers=2, multiprocessing_context="fork")
+    assert "forkserver" in caplog.text and "Ray" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="wamdata.loader.torch_adapter"):
+        stream.dataloader(batch_size=2, num_workers=2, multiprocessing_context="forkserver")
+        stream.dataloader(batch_size=2, num_workers=0)
+    assert "forkserver" not in caplog.text

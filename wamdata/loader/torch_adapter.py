@@ -6,8 +6,13 @@ torch is imported only here (and only when these are used): ``pip install 'wamda
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from wamdata.errors import ConfigError
 from wamdata.loader.stream import WamStream, _rank_world, check_state
+
+log = logging.getLogger(__name__)
 
 
 def _torch():
@@ -21,6 +26,22 @@ def _torch():
 
 
 _torch_mod = _torch()
+
+
+def _forks(context) -> bool:
+    """Whether DataLoader workers with this ``multiprocessing_context`` start by fork."""
+    import multiprocessing
+
+    if context is None:   # the process default, read without fixing it (get_start_method() would)
+        return (multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]) == "fork"
+    method = context if isinstance(context, str) else context.get_start_method()
+    return method == "fork"
+
+
+def _in_ray_process() -> bool:
+    """A Ray driver or worker. Looked up, not imported: the loader does not depend on Ray."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def to_tensors(sample: dict) -> dict:
@@ -340,6 +361,10 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
         self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size, num_workers=num_workers,
                                       drop_last=drop_last)
         super().__init__(self._stream_ds, batch_size=None, num_workers=num_workers, **kwargs)
+        if num_workers and _forks(self.multiprocessing_context) and _in_ray_process():
+            log.warning("DataLoader workers forked from a Ray process can hang it (Ray's locks and gRPC "
+                        "threads do not survive fork): pass multiprocessing_context='forkserver' or "
+                        "'spawn', as Ray's guide for DataLoaders in Ray Train recommends")
         self._slots = max(1, num_workers)
         self._emitted = [0] * self._slots
         self._next_slot = 0
