@@ -39,7 +39,7 @@ from typing import Iterator
 
 import numpy as np
 
-from wamdata.errors import SourceError
+from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Camera, Episode
 from wamdata.sources import Converter, SourceItem, register
 
@@ -105,6 +105,12 @@ class Aloha(Converter):
         embodiment: str = "aloha"
         task: str | None = None  # task text for every episode (ALOHA files carry none)
         jpeg_channels: str = "as_stored"  # as_stored | bgr
+
+        def __post_init__(self):
+            if not self.fps > 0:
+                raise ConfigError(f"aloha: option fps must be > 0, got {self.fps}")
+            if self.jpeg_channels not in ("as_stored", "bgr"):
+                raise ConfigError(f"aloha: option jpeg_channels is as_stored or bgr, got {self.jpeg_channels!r}")
 
     def discover(self, root: str) -> Iterator[SourceItem]:
         if os.path.isfile(root):

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wamdata.errors import WamdataError
+from wamdata.errors import ConfigError, WamdataError
 from wamdata.media import VideoFileFrames
 from wamdata.schema import TIMESTAMP, Camera, Episode
 from wamdata.sources import Converter, SourceError, SourceItem, register
@@ -128,6 +128,12 @@ class DroidRaw(Converter):
     class Options:
         annotations: str | None = None  # DROID's aggregated-annotations-*.json: uuid -> language_instruction1..3
         max_trim: int = 3  # most steps an episode may lose to short videos before it is a SourceError
+
+        def __post_init__(self):
+            if self.annotations is not None and not os.path.isfile(self.annotations):
+                raise ConfigError(f"droid: option annotations={self.annotations}: no such file")
+            if self.max_trim < 0:
+                raise ConfigError(f"droid: option max_trim must be >= 0, got {self.max_trim}")
 
     def __init__(self, **options):
         super().__init__(**options)

@@ -41,7 +41,7 @@ import numpy as np
 
 from converters import tfrecord_io as tfr
 from converters.rlds_mapping import FieldSpec, apply_conversion, decode_field, flatten_features, load_preset
-from wamdata.errors import SourceError
+from wamdata.errors import ConfigError, SourceError
 from wamdata.media import LazyFrames, decode_image, encoded_image_frames
 from wamdata.schema import Camera, Episode, LanguageSegment
 from wamdata.sources import Converter, SourceItem, register
@@ -93,6 +93,10 @@ class RLDS(Converter):
         fps: float | None = None  # overrides the preset's fps
         embodiment: str | None = None  # overrides the preset's embodiment
 
+        def __post_init__(self):
+            if self.fps is not None and not self.fps > 0:
+                raise ConfigError(f"rlds: option fps must be > 0, got {self.fps}")
+
     def __init__(self, **options):
         super().__init__(**options)
         self.preset = load_preset(self.options.preset) if self.options.preset else None
@@ -116,6 +120,10 @@ class RLDS(Converter):
             name, version = info.get("name", posixpath.basename(posixpath.dirname(vdir))), info.get("version", "")
             lengths = {s["name"]: [int(n) for n in s.get("shardLengths", [])] for s in info.get("splits", [])}
             shards = sorted(p for p in fs.ls(vdir, detail=False) if ".tfrecord" in posixpath.basename(p))
+            splits = {m["split"] if m else "" for m in map(_SHARD_RE.match, map(posixpath.basename, shards))}
+            if self.options.split and self.options.split not in splits:
+                raise ConfigError(f"{vdir}: no shards of split {self.options.split!r}; "
+                                  f"its splits: {', '.join(sorted(splits))}")
             for shard in shards:
                 m = _SHARD_RE.match(posixpath.basename(shard))
                 split = m["split"] if m else ""

@@ -216,3 +216,49 @@ def test_av1_encode_decodes_with_both_backends(tmp_path, ray_session, codec):
     for backend in ("pyav", "decord"):  # decord cannot read AV1 and falls back to PyAV
         frames = ep.frames("front", decoder=get_decoder(backend))
         assert psnr(frames, src["synthetic/ep0000.npz"]["frames"]) > 30
+
+
+def test_mistakes_stop_before_anything_is_written_or_deleted(tmp_path):
+    """Usage mistakes are errors up front, never a dataset deleted, a source tree overwritten or an
+    empty 'success'."""
+    from wamdata.errors import ConfigError, FormatError
+
+    src = tmp_path / "src"
+    write_npz_tree(src, n=2, T=6)
+    before = sorted(os.listdir(src))
+
+    def run(**kw):
+        args = dict(source=SOURCE, input=str(src), output=str(tmp_path / "ds"), quiet=True) | kw
+        return convert(ConvertConfig(**args))
+
+    for kw, match in [
+        (dict(output=str(src), overwrite=True), "overlap"),                 # the input itself
+        (dict(output=str(tmp_path), overwrite=True), "overlap"),            # a folder above it
+        (dict(input=str(tmp_path / "nope")), "nope: no such file or folder"),
+        (dict(resolution=(0, -5)), "--resolution"),
+        (dict(workers=0), "--workers"),
+        (dict(source="wamdata.schema:np"), "not a converter class"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            run(**kw)
+    assert sorted(os.listdir(src)) == before and not (tmp_path / "ds").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no .* items found"):
+        run(input=str(tmp_path / "empty"))
+    # --overwrite deletes a dataset, not any folder; a wrong --source leaves the dataset alone
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(FormatError, match="not a wamdata dataset"):
+        run(output=str(notes), overwrite=True)
+    with pytest.raises(ConfigError, match="not a wamdata dataset"):
+        run(output=str(notes))
+    assert (notes / "todo.txt").read_text() == "keep me"
+    assert run().converted == 2
+    with pytest.raises(ConfigError, match="unknown source"):
+        run(source="npz_tre", overwrite=True)
+    assert wamdata.open_dataset(str(tmp_path / "ds")).info["counts"]["episodes"] == 2
+    # resuming with other video settings would mix two resolutions in one dataset
+    with pytest.raises(ConfigError, match="same options and video settings"):
+        run(resolution=(32, 24))
+    assert run(resolution=(32, 24), overwrite=True).converted == 2

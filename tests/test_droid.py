@@ -238,8 +238,9 @@ def test_annotations_option_gives_language_instructions(tree):
         ep = conv.read(_item(conv, tree, e))
         assert ep.tasks == (e["tasks_annotated"] or [e["task"]])
         assert ep.metadata["current_task"] == e["task"]
-    with pytest.raises(SourceError, match="annotations"):
-        DroidRaw(annotations=tree["root"] + "/nope.json").read(_item(conv, tree, tree["episodes"][0]))
+    # a mistyped path is a usage error before any item is read (not one failure per item)
+    with pytest.raises(ConfigError, match="annotations=.*nope.json: no such file"):
+        DroidRaw(annotations=tree["root"] + "/nope.json")
 
 
 def test_missing_camera_file_and_missing_metadata_json(tmp_path):

@@ -7,6 +7,7 @@ The interop test against the real ``lerobot`` is tests/test_export_lerobot_inter
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -237,8 +238,17 @@ def test_mixed_fps_and_existing_output(tmp_path):
     (tmp_path / "busy" / "file").write_text("x")
     with pytest.raises(ExportError, match="not empty"):
         export_lerobot(src, str(tmp_path / "busy"), progress=False)
-    export_lerobot(src, str(tmp_path / "busy"), overwrite=True, progress=False)
-    assert (tmp_path / "busy" / "meta" / "info.json").exists() and not (tmp_path / "busy" / "file").exists()
+    # --overwrite replaces an earlier export, never another folder, the dataset or a folder holding it
+    with pytest.raises(ExportError, match="not a LeRobot dataset"):
+        export_lerobot(src, str(tmp_path / "busy"), overwrite=True, progress=False)
+    for out in (src, str(tmp_path)):
+        with pytest.raises(ExportError, match="overlap the dataset"):
+            export_lerobot(src, out, overwrite=True, progress=False)
+    assert (tmp_path / "busy" / "file").read_text() == "x" and os.path.exists(f"{src}/wamdata.json")
+    export_lerobot(src, str(tmp_path / "out3"), progress=False)
+    (tmp_path / "out3" / "stale").write_text("x")
+    export_lerobot(src, str(tmp_path / "out3"), overwrite=True, progress=False)
+    assert (tmp_path / "out3" / "meta" / "info.json").exists() and not (tmp_path / "out3" / "stale").exists()
 
 
 def test_source_stream_copied_clips(tmp_path):

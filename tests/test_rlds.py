@@ -198,7 +198,9 @@ def test_droid_preset_on_fixture(tmp_path):
 
 def test_options_split_unknown_preset_and_item_without_offset(tmp_path):
     write_droid_rlds(str(tmp_path))
-    assert list(RLDS(split="val").discover(str(tmp_path))) == []
+    assert list(RLDS(split="train").discover(str(tmp_path)))
+    with pytest.raises(ConfigError, match="no shards of split 'val'; its splits: train"):   # a typo is not an empty dataset
+        list(RLDS(split="val").discover(str(tmp_path)))
     with pytest.raises(ConfigError, match="known: bridge, droid"):
         RLDS(preset="nope")
     item = list(RLDS().discover(str(tmp_path)))[3]
@@ -208,7 +210,6 @@ def test_options_split_unknown_preset_and_item_without_offset(tmp_path):
     np.testing.assert_array_equal(a.steps["extra.observation.joint_position"], b.steps["extra.observation.joint_position"])
 
 
-@needs_bridge
 @needs_bridge
 def test_corrupt_record_through_the_job_is_recorded_and_the_rest_converted(tmp_path):
     import wamdata

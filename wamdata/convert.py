@@ -13,8 +13,10 @@ when the dataset is opened. ``overwrite`` starts afresh; ``retry_failed`` reads 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -24,7 +26,7 @@ from tqdm import tqdm
 from wamdata import __version__
 from wamdata.errors import ConfigError, WamdataError
 from wamdata.format import layout
-from wamdata.format.index import DatasetIndex
+from wamdata.format.index import PARTS_DIR, DatasetIndex
 from wamdata.format.writer import UnitResult, VideoOptions, failure_record, write_unit
 from wamdata.sources import SourceItem, get_converter
 
@@ -121,8 +123,7 @@ def plan_units(items: list[SourceItem], workers: int, unit_size: int | None) -> 
     return [(f"u{i // size:06d}", items[i:i + size]) for i in range(0, len(items), size)]
 
 
-def discover(config: ConvertConfig) -> list[SourceItem]:
-    converter = get_converter(config.source)(**config.options)
+def discover(config: ConvertConfig, converter) -> list[SourceItem]:
     items = list(converter.discover(config.input))
     ids = [it.id for it in items]
     if len(ids) != len(set(ids)):
@@ -136,16 +137,25 @@ def discover(config: ConvertConfig) -> list[SourceItem]:
 def convert(config: ConvertConfig, executor=None) -> ConvertReport:
     """Run a conversion job to completion and return its report (see the module docstring)."""
     start = time.time()
-    if config.video_codec not in ("h264", "av1", "copy"):
-        raise ConfigError(f"unknown --video-codec {config.video_codec!r}; known: h264, av1, copy")
+    check_config(config)
+    # the source and its options are checked before anything is written or deleted
+    converter = get_converter(config.source)(**config.options)
     executor = executor or SerialExecutor()
     index = DatasetIndex.open(config.output, overwrite=config.overwrite)
-    items = discover(config)
+    settings = json.loads(json.dumps({"options": config.options, "video": asdict(config.video)}))
+    before = index.settings(config.source)
+    if before is not None and before != settings and len(index.done_items()):
+        raise ConfigError(f"{config.output}: its {config.source} items were converted with {before}, this run "
+                          f"asks for {settings}; a resumed job must use the same options and video settings "
+                          "(or another --output, or --overwrite)")
+    index.save_settings(config.source, settings)
+    items = discover(config, converter)
+    if not items:
+        raise ConfigError(f"{config.input}: no {config.source} items found there (see `wamdata sources` and "
+                          f"the README's notes on {config.source}'s layout)")
     done = index.done_items(include_failed=not config.retry_failed)
     todo = [it for it in items if it.id not in done]
     report = ConvertReport(items=len(items), skipped=len(items) - len(todo), max_failures=config.max_failures)
-    if not items:
-        log.warning("%s: discovered no %s items", config.input, config.source)
     units = plan_units(todo, executor.parallelism, config.unit_size)
     bar = tqdm(total=len(todo), unit="item", disable=config.quiet, desc=f"convert {config.source}")
     try:
@@ -180,6 +190,31 @@ def convert(config: ConvertConfig, executor=None) -> ConvertReport:
     report.failures_total = info["counts"]["failures"]
     report.wall_s = time.time() - start
     return report
+
+
+def check_config(config: ConvertConfig) -> None:
+    """Mistakes that would otherwise surface in every item (as failures a re-run then skips) or,
+    worse, point --output at the source: a usage error before anything runs."""
+    if config.video_codec not in ("h264", "av1", "copy"):
+        raise ConfigError(f"unknown --video-codec {config.video_codec!r}; known: h264, av1, copy")
+    if config.resolution is not None and not all(int(v) >= 2 for v in config.resolution):
+        raise ConfigError(f"--resolution must be WxH with both at least 2, got {'x'.join(map(str, config.resolution))}")
+    if config.workers is not None and config.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {config.workers}")
+    fs_in, src = layout.open_fs(config.input)
+    if not fs_in.exists(src):
+        raise ConfigError(f"{config.input}: no such file or folder (--input)")
+    fs_out, out = layout.open_fs(config.output)
+    if fs_in.protocol == fs_out.protocol:
+        if "file" in (fs_in.protocol if isinstance(fs_in.protocol, tuple) else (fs_in.protocol,)):
+            src, out = os.path.realpath(src), os.path.realpath(out)
+        if out == src or src.startswith(out.rstrip("/") + "/") or out.startswith(src.rstrip("/") + "/"):
+            raise ConfigError(f"--output {config.output} and --input {config.input} overlap; write the dataset "
+                              "to a folder outside the source (and the source outside it)")
+    if fs_out.exists(out) and not config.overwrite and fs_out.isdir(out):
+        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs_out.ls(out, detail=False)}
+        if names and not names & {layout.INFO_FILE, layout.SHARD_DIR, PARTS_DIR}:
+            raise ConfigError(f"{config.output}: exists and is not a wamdata dataset; choose a new or empty folder")
 
 
 def failed_unit(unit: str, items: list[SourceItem], err: Exception) -> UnitResult:

@@ -150,9 +150,12 @@ def get_converter(name: str) -> type[Converter]:
 
         module, _, attr = name.partition(":")
         try:
-            return getattr(importlib.import_module(module), attr)
+            cls = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"cannot load converter {name!r}: {e}") from e
+        if not (isinstance(cls, type) and issubclass(cls, Converter)):
+            raise ConfigError(f"{name!r} is not a converter class (a subclass of wamdata.sources.Converter)")
+        return cls
     if name not in _REGISTRY:
         _load_entry_points()
     if name in _BROKEN:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import uuid
 from collections import Counter
@@ -314,8 +315,15 @@ def export_lerobot(
     ds = wamdata.open_dataset(dataset_path)
     fps, cams = _check_dataset(ds, cameras)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out}: exists and is not empty; pass overwrite=True (--overwrite) or another --output")
+    if "://" not in str(dataset_path):
+        src, dst = os.path.realpath(dataset_path), os.path.realpath(out)
+        if src == dst or src.startswith(dst + os.sep) or dst.startswith(src + os.sep):
+            raise ExportError(f"{out}: the export would overlap the dataset {dataset_path}; choose a folder outside it")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"{out}: exists and is not empty; pass overwrite=True (--overwrite) or another --output")
+        if not (out / "meta" / "info.json").is_file():
+            raise ExportError(f"{out}: not a LeRobot dataset (no meta/info.json); refusing to delete it for --overwrite")
     cols, skipped = plan_columns(ds.features)
     for name in skipped:
         log.info("lerobot export: feature %s is not numeric; left out", name)

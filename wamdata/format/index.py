@@ -82,6 +82,7 @@ class DatasetIndex:
         fs, root = layout.open_fs(url)
         idx = cls(fs, root)
         if overwrite and fs.exists(root):
+            idx._check_deletable()
             fs.rm(root, recursive=True)
         fs.makedirs(idx.path(layout.SHARD_DIR), exist_ok=True)
         fs.makedirs(idx.path(PARTS_DIR), exist_ok=True)
@@ -95,6 +96,27 @@ class DatasetIndex:
                 )
         idx.discard_partial()
         return idx
+
+    def _check_deletable(self) -> None:
+        """``overwrite`` deletes a wamdata dataset (finished or not) or an empty folder, nothing else:
+        a mistyped --output must not take a source tree or a home folder with it."""
+        if not self.fs.isdir(self.root):
+            raise FormatError(f"{self.root}: not a folder; refusing to overwrite it")
+        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)}
+        if names and not names & {layout.INFO_FILE, PARTS_DIR, layout.SHARD_DIR}:
+            raise FormatError(f"{self.root}: not a wamdata dataset (no {layout.INFO_FILE}, {PARTS_DIR}/ or "
+                              f"{layout.SHARD_DIR}/); refusing to delete it for --overwrite")
+
+    def settings(self, source: str) -> dict | None:
+        """The settings the dataset's ``source`` items were converted with (:meth:`save_settings`)."""
+        path = self.path(f"{PARTS_DIR}/settings.json")
+        return json.loads(self.fs.cat_file(path)).get(source) if self.fs.exists(path) else None
+
+    def save_settings(self, source: str, settings: dict) -> None:
+        path = self.path(f"{PARTS_DIR}/settings.json")
+        known = json.loads(self.fs.cat_file(path)) if self.fs.exists(path) else {}
+        known[source] = settings
+        _write_atomic(self.fs, path, json.dumps(known, indent=1, sort_keys=True).encode())
 
     # -- reading back what is committed -------------------------------------------------------
     def _parts(self, suffix: str) -> list[str]:
