@@ -1,8 +1,18 @@
-"""One real local Ray per test session (2 CPUs), shared by every test that needs it."""
+"""One real local Ray per test session (2 CPUs), shared by every test that needs it.
+
+Forking a Ray driver is unsupported (Ray's guide asks DataLoaders for forkserver/spawn): here a Ray
+job that ran after DataLoader workers had been forked from the session's driver hung in ``ray.wait``
+about one run in three. Tests marked ``forks_workers`` therefore run after every other test.
+"""
 
 import os
 
 import pytest
+
+
+def pytest_collection_modifyitems(config, items):
+    forks = [it for it in items if it.get_closest_marker("forks_workers")]
+    items[:] = [it for it in items if not it.get_closest_marker("forks_workers")] + forks
 
 
 @pytest.fixture(scope="session")

@@ -91,3 +91,30 @@ def test_shard_size_rolls_shards_through_the_cli(tmp_path, ray_session, capsys):
     ds = wamdata.open_dataset(str(tmp_path / "ds"))
     assert len(ds) == 6 and len(ds.shards) > 1
     assert sum(1 for _ in ds.shards) == len(set(ds.episodes.column("shard").to_pylist()))
+
+
+def test_usage_mistakes_are_errors_before_any_work(tmp_path, capsys):
+    import shutil
+
+    import pytest
+
+    from wamdata.convert import ConvertConfig, convert
+
+    write_npz_tree(tmp_path / "src", n=2, T=6)
+    convert(ConvertConfig(source=SOURCE, input=str(tmp_path / "src"), output=str(tmp_path / "ds"), quiet=True))
+    for argv in (["convert", "--source", SOURCE, "--input", "x", "--output", "y", "--workers", "-1"],
+                 ["stats", str(tmp_path / "ds"), "--workers", "-1"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and "must be an integer >= " in capsys.readouterr().err
+    # a report path that cannot be written fails before the statistics pass, not after it
+    assert main(["stats", str(tmp_path / "ds"), "--json", str(tmp_path / "no" / "r.json"), "--quiet"]) == 2
+    assert "its folder does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "ds" / "stats.json").exists()
+    # a shard gone from a copied dataset: an error naming it, for stats and export alike
+    shutil.copytree(tmp_path / "ds", tmp_path / "copy")
+    os.remove(tmp_path / "copy" / "shards" / "shard-000000.tar")
+    for argv in (["stats", str(tmp_path / "copy"), "--quiet"],
+                 ["export", str(tmp_path / "copy"), "--output", str(tmp_path / "le"), "--quiet"]):
+        assert main(argv) == 2, argv
+        assert "shard-000000.tar: shard listed in the index is missing" in capsys.readouterr().err

@@ -336,6 +336,9 @@ def test_resize_modes_stretch_crop_pad(ds):
     import cv2
 
     assert psnr(got, cv2.resize(src, (32, 32), interpolation=cv2.INTER_AREA)) > 35
+    for bad in ("320x180", (90,), (0, 32)):
+        with pytest.raises(ConfigError, match="image_size is"):
+            WamStream(ds, cameras=["front"], image_size=bad)
     with pytest.raises(ConfigError, match="resize must be one of"):
         WamStream(ds, cameras=["front"], resize="fit")
 
@@ -451,6 +454,13 @@ def test_manifest_mistakes_name_the_manifest_and_never_pass_silently(ds, tmp_pat
         s = WamStream(manifest("view", episodes_file="view.txt"), cameras=[], normalize=None)
     assert {w["episode_id"] for w in s} == {"ep0001"}
     assert "1 of the 2 listed episodes are not in the dataset" in caplog.text and "ep001" in caplog.text
+    # a filter on a column the index lacks, a mistyped dataset path: the error says which manifest
+    for name, entry, match in [("column", {"filter": "num_step >= 30"}, "num_step"),
+                               ("typo", {"path": ds + "_typo"}, "_typo")]:
+        path = manifest(name, **entry)
+        with pytest.raises((ConfigError, FormatError), match=match) as err:
+            WamStream(path, cameras=[], normalize=None)
+        assert str(err.value).startswith(f"{path}: datasets[0]: ") and "\n" not in str(err.value), err.value
     # two datasets a sample could not be told apart by (its `dataset` field)
     with pytest.raises(ConfigError, match=r"both labelled 'ds'.*distinct 'name'"):
         load_manifest({"datasets": [{"path": ds}, {"path": ds, "filter": "success == True"}]})
@@ -651,7 +661,7 @@ def test_skip_covers_a_missing_shard(tmp_path, caplog):
     gone = next(r for r in wamdata.open_dataset(p).episodes.to_pylist() if r["episode_id"] == "ep0001")
     os.remove(f"{p}/{gone['shard']}")
     kw = dict(cameras=["front"], normalize=None, shuffle_buffer=8, image_size=(8, 8))
-    with pytest.raises(OSError):
+    with pytest.raises(FormatError, match=f"{gone['shard']}: shard listed in the index is missing"):
         list(WamStream(p, **kw))
     with caplog.at_level("WARNING", logger="wamdata.loader.stream"):
         got = ids(WamStream(p, on_error="skip", **kw))

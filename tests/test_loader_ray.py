@@ -45,15 +45,9 @@ def test_streaming_split_gives_each_trainer_a_disjoint_share(ray_session, tmp_pa
     assert sorted(shares[0] + shares[1]) == sorted(want)
 
 
-@pytest.mark.slow   # see the note: in the default session, later forks of this Ray driver hung a Ray job
 def test_torch_batches_from_ray_look_like_dataloader_batches(ray_session, tmp_path):
     """Ray's default tensor collation fails on the string columns; torch_batch gives the DataLoader's
-    batch layout (nested frames, tensors, lists of strings) with the same values.
-
-    Marked slow (``make test-slow``, its own session): run in the default session, where DataLoader
-    tests fork this same process (a Ray driver) afterwards, a later Ray job's tasks never came back;
-    not root-caused: it happens with this test's Ray Data read alone (no torch op), so a third Ray Data
-    execution in a driver that later forks is the suspect."""
+    batch layout (nested frames, tensors, lists of strings) with the same values."""
 
     torch = pytest.importorskip("torch")
     from wamdata.errors import ConfigError

@@ -8,6 +8,7 @@ import json
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.forks_workers   # DataLoader workers fork this process: run after the Ray tests
 
 from tests.fixtures.loader_data import make_dataset  # noqa: E402
 from wamdata.loader import WamStream  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from wamdata.errors import ConfigError, WamdataError
@@ -16,6 +17,18 @@ def _resolution(text: str) -> tuple[int, int]:
         return int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(f"resolution must be WxH (e.g. 320x180), got {text!r}") from None
+
+
+def _at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+    return parse
 
 
 def _options(pairs: list[str]) -> dict[str, str]:
@@ -82,6 +95,8 @@ def cmd_stats(args) -> int:
     from pipelines.stats_job import compute_stats
     from wamdata.stats_report import format_report, summarize
 
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise ConfigError(f"--json {args.json}: its folder does not exist")   # before the whole pass, not after
     stats = compute_stats(args.dataset, workers=args.workers, ray_address=args.ray_address, progress=not args.quiet)
     summary = summarize(args.dataset, stats, by=args.by)
     if args.json:
@@ -109,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--source", required=True, help="converter name (see `wamdata sources`)")
     c.add_argument("--input", required=True, help="source root (local path or fsspec URL)")
     c.add_argument("--output", required=True, help="dataset folder (local path or fsspec URL)")
-    c.add_argument("--workers", type=int, default=None,
+    c.add_argument("--workers", type=_at_least(1), default=None,
                    help="CPUs of the local Ray (default 2); with --ray-address, the most tasks at once "
                         "(default: every CPU of the cluster)")
     c.add_argument("--ray-address", default=None, help="join a Ray cluster instead (e.g. auto)")
@@ -118,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encode H.264 (default) or AV1, or stream-copy H.264/HEVC/AV1 sources")
     c.add_argument("--crf", type=int, default=None, help="encoder quality (default 18 for h264, 30 for av1)")
     c.add_argument("--resolution", type=_resolution, default=None, help="resize frames to WxH")
-    c.add_argument("--limit", type=int, default=None, help="convert only the first N source items")
-    c.add_argument("--max-failures", type=int, default=0, help="exit 0 while failures <= N (default 0)")
+    c.add_argument("--limit", type=_at_least(1), default=None, help="convert only the first N source items")
+    c.add_argument("--max-failures", type=_at_least(0), default=0, help="exit 0 while failures <= N (default 0)")
     c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="converter option")
     c.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     c.add_argument("--retry-failed", action="store_true", help="read items that failed before again")
@@ -144,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--by", choices=["source", "embodiment", "family", "task"], default="embodiment",
                     help="breakdown key (default embodiment)")
     st.add_argument("--json", metavar="FILE", default=None, help="also write the whole report as JSON")
-    st.add_argument("--workers", type=int, default=0, help="Ray tasks over N CPUs (default 0: in-process)")
+    st.add_argument("--workers", type=_at_least(0), default=0, help="Ray tasks over N CPUs (default 0: in-process)")
     st.add_argument("--ray-address", default=None, help="join a Ray cluster instead (e.g. auto)")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
     st.set_defaults(fn=cmd_stats)

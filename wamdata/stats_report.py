@@ -176,13 +176,17 @@ def format_report(s: dict) -> str:
 
     stats = s["stats"]
     out += ["", f"  features (all embodiments; per-embodiment values in stats.json, "
-                f"quantiles within {stats.get('sketch', {}).get('normalized_rank_error', 0):.2%} rank error):",
-            f"    {'feature[dim]':<40} {'mean':>11} {'std':>11} {'min':>11} {'max':>11} {'q01':>11} {'q99':>11}"]
+                f"quantiles within {stats.get('sketch', {}).get('normalized_rank_error', 0):.2%} rank error):"]
+    keys = ("mean", "std", "min", "max", "q01", "q99")
+    rows = []   # (label, values) of a dimension, or (note, None)
     for name, f in stats.get("all", {}).items():
         dims = len(f["mean"])
         for j in range(min(dims, MAX_DIMS)):
-            label = _dim_label(name, j, f.get("shape", []), s["feature_names"].get(name))
-            out.append(f"    {label[:40]:<40} " + " ".join(_g(f[k][j]) for k in ("mean", "std", "min", "max", "q01", "q99")))
+            rows.append((_dim_label(name, j, f.get("shape", []), s["feature_names"].get(name)), [f[k][j] for k in keys]))
         if dims > MAX_DIMS:
-            out.append(f"    {name} ... {dims - MAX_DIMS} more dimensions (see --json)")
+            rows.append((f"{name} ... {dims - MAX_DIMS} more dimensions (see --json)", None))
+    width = max([len("feature[dim]")] + [len(label) for label, v in rows if v is not None])   # names never cut
+    out.append(f"    {'feature[dim]':<{width}} " + " ".join(f"{k:>11}" for k in keys))
+    for label, values in rows:
+        out.append(f"    {label:<{width}} " + " ".join(_g(v) for v in values) if values is not None else f"    {label}")
     return "\n".join(out)

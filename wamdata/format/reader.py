@@ -173,11 +173,17 @@ class Dataset:
             return []
         return [json.loads(line) for line in self.fs.cat_file(path).decode().splitlines() if line]
 
+    def _open_shard(self, path: str, **kw):
+        try:
+            return self.fs.open(path, "rb", **kw)
+        except FileNotFoundError:
+            raise FormatError(f"{path}: shard listed in the index is missing (run `wamdata validate`)") from None
+
     def iter_shard(self, shard: str, only: tuple[str, ...] | None = None) -> Iterator[StoredEpisode]:
         """Every episode of one shard, in order, from a single sequential read. ``only=("json",
         "steps.parquet")`` reads metadata and steps and seeks over the videos (stats, curation)."""
         path = self._path(shard)
-        with self.fs.open(path, "rb", block_size=8 * 1024 * 1024) as f:
+        with self._open_shard(path, block_size=8 * 1024 * 1024) as f:
             for key, members in _samples(f, path, only):
                 yield StoredEpisode(key, members, f"{path}#{key}")
 
@@ -191,7 +197,7 @@ class Dataset:
             raise FormatError(f"{self.url}: no episode {episode_id!r} (the dataset has {len(self)})")
         row = self.episodes.slice(self._row_of[episode_id], 1).to_pylist()[0]
         path = self._path(row["shard"])
-        with self.fs.open(path, "rb") as f:
+        with self._open_shard(path) as f:
             f.seek(row["offset"])
             data = f.read(row["size"])
         samples = list(_samples(io.BytesIO(data), path))

@@ -9,6 +9,7 @@ A window anchored at step ``t`` (steps of the stream's rate, see ``fps``) holds:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from wamdata.errors import ConfigError
@@ -55,7 +56,11 @@ class LoaderConfig:
         fix("cameras", tuple(self.cameras) if not isinstance(self.cameras, str) else (self.cameras,))
         fix("future", tuple(int(f) for f in self.future))
         if self.image_size is not None:
-            fix("image_size", (int(self.image_size[0]), int(self.image_size[1])))
+            size = self.image_size
+            if isinstance(size, str) or len(size) != 2 or not all(
+                    isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size):
+                raise ConfigError(f"image_size is (height, width) in pixels, e.g. (180, 320), or None; got {size!r}")
+            fix("image_size", (int(size[0]), int(size[1])))
         for name in ("state_features", "action_features"):
             v = getattr(self, name)
             if isinstance(v, dict):   # a pinned layout, name -> width (VectorLayout.widths)

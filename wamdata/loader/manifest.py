@@ -235,7 +235,7 @@ def select_rows(index: pa.Table, spec: DatasetSpec, split: str | None,
             table = table.filter(compile_filter(spec.filter))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, KeyError) as e:
             raise ConfigError(f"{spec.path}: filter {spec.filter!r} failed on the index "
-                              f"(columns: {', '.join(index.column_names)}): {e}") from e
+                              f"(columns: {', '.join(index.column_names)}): {str(e).splitlines()[0]}") from e
     if spec.episodes is not None:
         wanted = set(spec.episodes)
         table = table.filter(pc.is_in(table["episode_id"], pa.array(sorted(wanted), pa.string())))

@@ -22,9 +22,9 @@ from typing import Iterator
 import numpy as np
 import pyarrow.compute as pc
 
-from wamdata.errors import ConfigError, WamdataError
+from wamdata.errors import ConfigError, FormatError, WamdataError
 from wamdata.loader.config import LoaderConfig
-from wamdata.loader.manifest import DatasetSpec, load_manifest, select_rows
+from wamdata.loader.manifest import DatasetSpec, is_manifest_path, load_manifest, select_rows
 from wamdata.loader.plan import DatasetPlan, EpisodeRef, WindowScheduler, mixture_counts
 from wamdata.loader.vectors import Normalizer, VectorLayout, read_stats
 from wamdata.loader.windows import DatasetContext, LoadedEpisode
@@ -253,7 +253,7 @@ class WamStream:
         self.config = config if config is not None else LoaderConfig(**knobs)
         cfg = self.config
         self.manifest = load_manifest(path_or_manifest)
-        self.sources = [_Source(i, spec, cfg, self.manifest.split) for i, spec in enumerate(self.manifest.datasets)]
+        self.sources = [self._open_source(i, spec) for i, spec in enumerate(self.manifest.datasets)]
         empty = [s for s in self.sources if s.plan.total_windows == 0]
         for s in empty:
             sel = {k: v for k, v in (("filter", s.spec.filter), ("episodes", s.spec.episodes and
@@ -308,6 +308,15 @@ class WamStream:
                                    frozenset(n for n, f in s.features.items() if f.encoding == "delta"))
         self.epoch = 0
         self._emitted = 0
+
+    def _open_source(self, i: int, spec: DatasetSpec) -> _Source:
+        try:
+            return _Source(i, spec, self.config, self.manifest.split)
+        except (ConfigError, FormatError) as e:
+            if not is_manifest_path(self.manifest.source):
+                raise
+            # a mistyped path or filter is the manifest's mistake: say which file and entry
+            raise type(e)(f"{self.manifest.source}: datasets[{i}]: {e}") from e
 
     # ---- sizes ---------------------------------------------------------------------------------
     def consumer_length(self, epoch: int, consumer: int, num_consumers: int) -> int:
