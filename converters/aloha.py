@@ -7,9 +7,11 @@ width (T, padded) with ``/compress_len`` (num_cams, T); file attrs ``sim`` and `
 
 | source field                     | canonical              | units / conventions |
 |----------------------------------|------------------------|---------------------|
-| /observations/qpos (T, 14)       | state.joint_pos        | rad; names left_waist .. left_gripper, right_waist .. right_gripper; the two *_gripper entries are ALOHA's normalised gripper position (0 closed .. 1 open), not rad |
-| /observations/qvel (T, 14)       | state.joint_vel        | rad/s (gripper entries: normalised velocity) |
-| /action (T, 14)                  | action.joint_pos       | commanded joint positions (leader arms), same names and gripper convention as qpos |
+| /observations/qpos (T, 14)       | state.joint_pos (T, 12) | rad; the 12 arm joints, names left_waist .. left_wrist_rotate, right_waist .. right_wrist_rotate |
+| qpos[:, 6], qpos[:, 13]          | state.gripper (T, 2)   | left, right; ALOHA normalises gripper positions to 0 = closed .. 1 = open (ACT's ``PUPPET_GRIPPER_POSITION_NORMALIZE_FN``), so closure = 1 - x, clipped to [0, 1] |
+| /observations/qvel (T, 14)       | state.joint_vel (T, 12) | rad/s, the arm joints (gripper entries are normalised velocities: only in extra.qvel) |
+| /action (T, 14)                  | action.joint_pos (T, 12), action.gripper (T, 2) | commanded positions of the leader arms, split and converted as qpos |
+| qpos, qvel, action as recorded   | extra.qpos, extra.qvel, extra.action | (T, 14), raw, for anyone who needs ALOHA's own convention |
 | /observations/effort (T, 14)     | extra.effort           | motor effort as recorded (unitless Dynamixel current) |
 | /base_action (T, 2) (mobile)     | extra.base_action      | as recorded |
 | /compress_len (num_cams, T)      | extra.compress_len     | transposed to (T, num_cams); JPEG byte length per camera |
@@ -44,10 +46,13 @@ from wamdata.schema import Camera, Episode
 from wamdata.sources import Converter, SourceItem, register
 
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")
-JOINT_NAMES = tuple(f"{side}_{j}" for side in ("left", "right") for j in ARM_JOINTS)
+JOINT_NAMES = tuple(f"{side}_{j}" for side in ("left", "right") for j in ARM_JOINTS)   # ALOHA's 14 columns
+GRIPPERS = (6, 13)
+ARMS = tuple(i for i in range(len(JOINT_NAMES)) if i not in GRIPPERS)
 CAMERA_ROLES = {"cam_high": "exterior_1", "top": "exterior_1", "cam_low": "low",
                 "cam_left_wrist": "wrist_left", "cam_right_wrist": "wrist_right"}
-GRIPPER_NOTE = "*_gripper entries: ALOHA normalised gripper position, 0 = closed .. 1 = open (not rad)"
+RAW_NAMES = {"state.joint_pos": "extra.qpos", "state.joint_vel": "extra.qvel", "action.joint_pos": "extra.action"}
+RAW_NOTE = "as recorded: 14 columns, *_gripper entries normalised 0 = closed .. 1 = open (not rad)"
 _EPISODE_RE = re.compile(r"episode_(\d+)\.(hdf5|h5)$")
 
 
@@ -174,10 +179,7 @@ class Aloha(Converter):
                 continue
             name = mapped.get(key)
             if name is not None:
-                n = values.shape[1]
-                names = JOINT_NAMES if n == len(JOINT_NAMES) else tuple(f"joint_{i}" for i in range(n))
-                ep.add(name, values if np.issubdtype(values.dtype, np.floating) else values.astype(np.float32),
-                       names=names, description=GRIPPER_NOTE if n == len(JOINT_NAMES) else "")
+                self._joints(ep, name, values)
             else:
                 short = key[len("/observations/"):] if key.startswith("/observations/") else key[1:]
                 ep.add("extra." + short.replace("/", "."), values)
@@ -190,6 +192,24 @@ class Aloha(Converter):
         ep.metadata.update({"attrs": attrs, "provenance": {"path": item.info.get("relpath", item.path)},
                             "task_folder": os.path.basename(os.path.dirname(item.path))})
         return ep
+
+    @staticmethod
+    def _joints(ep: Episode, name: str, values: np.ndarray) -> None:
+        """ALOHA's 14 columns: arm joints to ``*.joint_pos``/``joint_vel`` (rad), the two normalised
+        gripper positions to ``*.gripper`` as closure (1 - x); the raw array to ``extra.``. Another
+        width (not ALOHA's two 6-DoF arms) has no known gripper columns: kept raw only."""
+        values = values.astype(np.float64) if not np.issubdtype(values.dtype, np.floating) else values
+        raw = RAW_NAMES[name]
+        if values.ndim != 2 or values.shape[1] != len(JOINT_NAMES):
+            ep.add(raw, values)
+            ep.metadata.setdefault("unconverted", {})[raw] = f"{values.shape[1:]} columns, not ALOHA's 14"
+            return
+        ep.add(raw, values, names=JOINT_NAMES, description=RAW_NOTE)
+        ep.add(name, values[:, ARMS], names=tuple(JOINT_NAMES[i] for i in ARMS))
+        if name.endswith("joint_pos"):
+            # ALOHA's normalisation can overshoot [0, 1] a little on real grippers; closure is clipped
+            ep.add(name.split(".")[0] + ".gripper", np.clip(1.0 - values[:, GRIPPERS], 0.0, 1.0),
+                   names=("left", "right"))
 
     def _camera(self, ep: Episode, item: SourceItem, ds, key: str, T: int, compress_len) -> None:
         src = key.rsplit("/", 1)[-1]

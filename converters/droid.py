@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from converters.rotations import euler_xyz_to_quat, pose6_to_matrix
 from wamdata.errors import ConfigError, WamdataError
 from wamdata.media import VideoFileFrames
 from wamdata.schema import TIMESTAMP, Camera, Episode
@@ -61,29 +62,6 @@ CLOCK = "observation/timestamp/robot_state/robot_timestamp_"
 UNITS = {"joint_torques_computed": "Nm", "prev_joint_torques_computed": "Nm", "motor_torques_measured": "Nm",
          "prev_joint_torques_computed_safened": "Nm", "prev_controller_latency_ms": "ms",
          "cartesian_velocity": "normalized", "gripper_velocity": "normalized", "joint_velocity": "normalized"}
-
-
-def euler_xyz_to_quat(euler) -> np.ndarray:
-    """Extrinsic x-y-z Euler angles (scipy ``"xyz"``, R = Rz(c) Ry(b) Rx(a)) -> quaternion xyzw."""
-    e = np.asarray(euler, np.float64) / 2
-    cr, sr = np.cos(e[..., 0]), np.sin(e[..., 0])
-    cp, sp = np.cos(e[..., 1]), np.sin(e[..., 1])
-    cy, sy = np.cos(e[..., 2]), np.sin(e[..., 2])
-    return np.stack([sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy,
-                     cr * cp * sy - sr * sp * cy, cr * cp * cy + sr * sp * sy], axis=-1)
-
-
-def pose6_to_matrix(pose) -> np.ndarray:
-    """[x, y, z, Euler xyz] (..., 6) -> homogeneous (..., 4, 4)."""
-    p = np.asarray(pose, np.float64)
-    x, y, z, w = np.moveaxis(euler_xyz_to_quat(p[..., 3:6]), -1, 0)
-    m = np.zeros(p.shape[:-1] + (4, 4))
-    m[..., 0, :3] = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1)
-    m[..., 1, :3] = np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1)
-    m[..., 2, :3] = np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)
-    m[..., :3, 3] = p[..., :3]
-    m[..., 3, 3] = 1.0
-    return m
 
 
 def idle_mask(velocity, threshold: float = IDLE_THRESHOLD, min_steps: int = IDLE_MIN_STEPS) -> np.ndarray:
@@ -174,7 +152,9 @@ class DroidRaw(Converter):
         d = {k: v[:T] for k, v in data.items()}
 
         outcome = next((p for p in item.id.split("/") if p in ("success", "failure")), None)
-        success = meta.get("success", attrs.get("success", None if outcome is None else outcome == "success"))
+        # the first that is recorded: DROID's postprocessing writes "success": null when the h5 has no attr
+        success = next((v for v in (meta.get("success"), attrs.get("success")) if v is not None),
+                       None if outcome is None else outcome == "success")
         ep = Episode(episode_id=item.id, source="droid", family=self.family, embodiment="franka_panda", fps=FPS,
                      steps={TIMESTAMP: self._timestamps(d, T)}, success=None if success is None else bool(success),
                      action_space="eef_abs+joint")

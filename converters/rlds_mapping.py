@@ -24,6 +24,7 @@ from importlib import resources
 import numpy as np
 import yaml
 
+from converters.rotations import euler_xyz_to_quat, quat_to_rotvec
 from wamdata.errors import ConfigError
 
 
@@ -110,30 +111,10 @@ def load_preset(name: str) -> dict:
     return yaml.safe_load((folder / f"{name}.yaml").read_text())
 
 
-def _quat_from_euler_xyz(e: np.ndarray) -> np.ndarray:
-    e = np.asarray(e, np.float64)
-    hr, hp, hy = e[..., 0] / 2, e[..., 1] / 2, e[..., 2] / 2
-    cr, sr, cp, sp, cy, sy = np.cos(hr), np.sin(hr), np.cos(hp), np.sin(hp), np.cos(hy), np.sin(hy)
-    q = np.stack([sr * cp * cy - cr * sp * sy,
-                  cr * sp * cy + sr * cp * sy,
-                  cr * cp * sy - sr * sp * cy,
-                  cr * cp * cy + sr * sp * sy], axis=-1)
-    return q * np.where(q[..., 3:] < 0, -1.0, 1.0)  # w >= 0: one representative per rotation
-
-
-def _rotvec_from_quat(q: np.ndarray) -> np.ndarray:
-    q = q * np.where(q[..., 3:] < 0, -1.0, 1.0)
-    v, w = q[..., :3], q[..., 3]
-    s = np.linalg.norm(v, axis=-1)
-    angle = 2 * np.arctan2(s, w)
-    scale = np.where(s > 1e-12, angle / np.maximum(s, 1e-12), 2.0 / np.maximum(w, 1e-12))
-    return v * scale[..., None]
-
-
 CONVERSIONS = {
     "identity": lambda x: x,
-    "euler_xyz_to_quat": _quat_from_euler_xyz,
-    "euler_xyz_to_rotvec": lambda x: _rotvec_from_quat(_quat_from_euler_xyz(x)),
+    "euler_xyz_to_quat": euler_xyz_to_quat,
+    "euler_xyz_to_rotvec": lambda x: quat_to_rotvec(euler_xyz_to_quat(x)),
     "open_to_closed": lambda x: np.clip(1.0 - np.asarray(x, np.float64), 0.0, 1.0),
     "clip01": lambda x: np.clip(np.asarray(x, np.float64), 0.0, 1.0),
 }

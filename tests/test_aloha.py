@@ -32,13 +32,22 @@ def test_aloha_values_cameras_and_names(tmp_path, compress):
         ep = validate(conv.read(item))
         truth = written[item.path]
         assert ep.family == "teleop" and ep.fps == 50.0 and ep.action_space == "joint_pos"
-        np.testing.assert_array_equal(ep.steps["state.joint_pos"], truth["qpos"])
-        np.testing.assert_array_equal(ep.steps["state.joint_vel"], truth["qvel"])
-        np.testing.assert_array_equal(ep.steps["action.joint_pos"], truth["action"])
-        np.testing.assert_array_equal(ep.steps["extra.effort"], truth["effort"])
-        assert ep.features["state.joint_pos"].names == JOINT_NAMES
+        # arm joints in rad; ALOHA's normalised grippers (0 closed .. 1 open) as canonical closure
+        arms = [i for i in range(14) if i not in (6, 13)]
+        np.testing.assert_array_equal(ep.steps["state.joint_pos"], truth["qpos"][:, arms])
+        np.testing.assert_array_equal(ep.steps["state.joint_vel"], truth["qvel"][:, arms])
+        np.testing.assert_array_equal(ep.steps["action.joint_pos"], truth["action"][:, arms])
+        np.testing.assert_allclose(ep.steps["state.gripper"], 1.0 - truth["qpos"][:, [6, 13]], rtol=1e-6)
+        np.testing.assert_allclose(ep.steps["action.gripper"], np.clip(1.0 - truth["action"][:, [6, 13]], 0, 1),
+                                   rtol=1e-6)
+        for raw, key in (("extra.qpos", "qpos"), ("extra.qvel", "qvel"), ("extra.action", "action"),
+                         ("extra.effort", "effort")):
+            np.testing.assert_array_equal(ep.steps[raw], truth[key])
+        assert ep.features["extra.qpos"].names == JOINT_NAMES
         assert JOINT_NAMES[0] == "left_waist" and JOINT_NAMES[6] == "left_gripper" and JOINT_NAMES[13] == "right_gripper"
-        assert ep.features["action.joint_pos"].unit == "rad"
+        assert ep.features["state.joint_pos"].names == tuple(JOINT_NAMES[i] for i in arms)
+        assert ep.features["state.gripper"].names == ("left", "right")
+        assert ep.features["action.joint_pos"].unit == "rad" and ep.features["state.gripper"].unit == "normalized"
         assert set(ep.cameras) == set(ROLES.values())
         for cam, role in ROLES.items():
             frames = list(ep.cameras[role].frames.iter_frames())

@@ -10,7 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from converters.droid import DroidRaw, euler_xyz_to_quat, idle_mask, pose6_to_matrix
+from converters.droid import DroidRaw, idle_mask
+from converters.rotations import euler_xyz_to_quat, pose6_to_matrix
 from tests.fixtures.droid import NON_ASCII_TASK, ROLES, quat_from_euler_xyz, write_droid_tree
 from tests.fixtures.frames import psnr
 from wamdata.errors import ConfigError, SourceError
@@ -312,3 +313,23 @@ def _check_against_source(ds, tree):
             frames = stored.frames(role)
             assert frames.shape == (T, 96, 128, 3)
             assert psnr(frames, e["frames"][role][:T]) > 35
+
+
+def test_success_null_in_metadata_falls_back_to_the_h5_attr_then_the_folder(tmp_path):
+    """DROID's postprocessing writes "success": null when the h5 has no attr: not an answer."""
+    import h5py
+
+    small = write_droid_tree(tmp_path / "src", episodes=1, steps=12, quirks=False)
+    e = small["episodes"][0]
+    meta_path = next(os.path.join(e["path"], f) for f in os.listdir(e["path"]) if f.startswith("metadata_"))
+    meta = json.load(open(meta_path))
+    meta["success"] = None
+    json.dump(meta, open(meta_path, "w"))
+    conv = DroidRaw()
+    item = next(iter(conv.discover(small["root"])))
+    with h5py.File(os.path.join(e["path"], "trajectory.h5"), "a") as f:
+        f.attrs["success"] = False   # the h5 attr says so
+    assert conv.read(item).success is False
+    with h5py.File(os.path.join(e["path"], "trajectory.h5"), "a") as f:
+        del f.attrs["success"]       # nothing recorded: the success/ folder decides
+    assert e["success"] and "/success/" in e["path"] and conv.read(item).success is True

@@ -47,8 +47,10 @@ CANONICAL: dict[str, CanonicalSpec] = {
     "action.eef_rot": _spec((4,), "quat_xyzw", "base", "absolute", "commanded end-effector orientation"),
     "action.eef_delta_pos": _spec((3,), "m", "base", "delta", "end-effector translation per step"),
     "action.eef_delta_rot": _spec((3,), "rad_axis_angle", "base", "delta", "end-effector rotation per step"),
-    "state.gripper": _spec((1,), "normalized", None, "absolute", "gripper closure, 0 = open, 1 = closed"),
-    "action.gripper": _spec((1,), "normalized", None, "absolute", "commanded closure, 0 = open, 1 = closed"),
+    "state.gripper": _spec(None, "normalized", None, "absolute",
+                           "gripper closure, 0 = open, 1 = closed; one per arm, left then right"),
+    "action.gripper": _spec(None, "normalized", None, "absolute",
+                            "commanded closure, 0 = open, 1 = closed; one per arm, left then right"),
     "state.joint_pos": _spec(None, "rad", None, "absolute", "joint positions"),
     "action.joint_pos": _spec(None, "rad", None, "absolute", "commanded joint positions"),
     "state.joint_vel": _spec(None, "rad/s", None, "absolute", "joint velocities"),
@@ -221,8 +223,8 @@ class Episode:
     def add(self, name: str, values, **declared) -> None:
         """Add a step column and its Feature (canonical defaults filled in, ``declared`` on top)."""
         values = np.asarray(values)
-        if values.ndim == 1 and name in CANONICAL and CANONICAL[name].shape is not None:
-            values = values.reshape(-1, *CANONICAL[name].shape)
+        if values.ndim == 1 and name in CANONICAL:   # (T,) of a vector feature: one component
+            values = values.reshape(-1, *(CANONICAL[name].shape or (1,)))
         self.steps[name] = values
         self.features[name] = feature_for(name, values, **declared)
 

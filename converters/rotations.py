@@ -1,0 +1,42 @@
+"""Rotation conversions the converters share (numpy, batched over leading axes): one convention,
+one implementation. Quaternions are xyzw with w >= 0; Euler angles are extrinsic x-y-z (scipy's
+``"xyz"``), as DROID and Bridge record them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def euler_xyz_to_quat(euler) -> np.ndarray:
+    """Extrinsic x-y-z Euler angles (scipy ``"xyz"``, R = Rz(c) Ry(b) Rx(a)) -> quaternion xyzw with
+    w >= 0 (q and -q are one rotation; every converter emits the same one)."""
+    e = np.asarray(euler, np.float64) / 2
+    cr, sr = np.cos(e[..., 0]), np.sin(e[..., 0])
+    cp, sp = np.cos(e[..., 1]), np.sin(e[..., 1])
+    cy, sy = np.cos(e[..., 2]), np.sin(e[..., 2])
+    q = np.stack([sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy,
+                  cr * cp * sy - sr * sp * cy, cr * cp * cy + sr * sp * sy], axis=-1)
+    return q * np.where(q[..., 3:] < 0, -1.0, 1.0)   # w >= 0: one representative per rotation
+
+
+def pose6_to_matrix(pose) -> np.ndarray:
+    """[x, y, z, Euler xyz] (..., 6) -> homogeneous (..., 4, 4)."""
+    p = np.asarray(pose, np.float64)
+    x, y, z, w = np.moveaxis(euler_xyz_to_quat(p[..., 3:6]), -1, 0)
+    m = np.zeros(p.shape[:-1] + (4, 4))
+    m[..., 0, :3] = np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1)
+    m[..., 1, :3] = np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1)
+    m[..., 2, :3] = np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)
+    m[..., :3, 3] = p[..., :3]
+    m[..., 3, 3] = 1.0
+    return m
+
+
+def quat_to_rotvec(q: np.ndarray) -> np.ndarray:
+    """Quaternion xyzw -> rotation vector (axis * angle, rad), angle in [0, pi]."""
+    q = q * np.where(q[..., 3:] < 0, -1.0, 1.0)
+    v, w = q[..., :3], q[..., 3]
+    s = np.linalg.norm(v, axis=-1)
+    angle = 2 * np.arctan2(s, w)
+    scale = np.where(s > 1e-12, angle / np.maximum(s, 1e-12), 2.0 / np.maximum(w, 1e-12))
+    return v * scale[..., None]
