@@ -116,7 +116,8 @@ def _wamdata_loader(a, **kwargs):
     from wamdata.loader import WamStream
 
     stream = WamStream(a.dataset, cameras=a.cameras, history=HISTORY, future=FUTURE, action_horizon=HORIZON,
-                       image_size=tuple(a.size), seed=0, shuffle_buffer=a.buffer, normalize="stats")
+                       image_size=tuple(a.size), seed=0, shuffle_buffer=a.buffer, normalize="stats",
+                       read_ahead={"auto": None, "on": True, "off": False}[a.read_ahead])
     return stream.dataloader(batch_size=BATCH, num_workers=a.workers, **kwargs)
 
 
@@ -285,7 +286,9 @@ def _consume(dl, limit):
         if n >= limit:
             break
     dt = time.perf_counter() - t0
-    return {"samples": n, "seconds": dt, "first_s": first, "steady": (n - n_first) / max(dt - first, 1e-9)}
+    # one batch only: no steady phase to measure, so the overall rate stands in for it
+    steady = (n - n_first) / max(dt - first, 1e-9) if n > n_first else n / dt
+    return {"samples": n, "seconds": dt, "first_s": first, "steady": steady}
 
 
 def child(a):
@@ -300,7 +303,7 @@ def child(a):
 def spawn(a, method, workers, samples):
     cmd = [sys.executable, __file__, "--child", method, "--workers", str(workers), "--samples", str(samples),
            "--dataset", a.dataset, "--mp4-dir", a.mp4_dir, "--work", a.work, "--buffer", str(a.buffer),
-           "--device", a.device or "cpu",
+           "--device", a.device or "cpu", "--read-ahead", a.read_ahead,
            "--size", *map(str, a.size), "--cameras", *a.cameras]
     out = subprocess.run(cmd, capture_output=True, text=True)
     for line in out.stdout.splitlines():
@@ -326,6 +329,8 @@ def main():
     p.add_argument("--seek-samples", type=int, default=None)
     p.add_argument("--repeat", type=int, default=3, help="alternate ceiling / wamdata runs per worker count")
     p.add_argument("--work", default=None, help="folder for the dataset (kept between runs)")
+    p.add_argument("--read-ahead", choices=["auto", "on", "off"], default="auto",
+                   help="WamStream read_ahead: auto (on with 0 workers, off in workers), or forced")
     p.add_argument("--device", default=None,
                    help="also measure batches delivered to this device (default: cuda when available)")
     p.add_argument("--child", dest="method", default=None, help=argparse.SUPPRESS)

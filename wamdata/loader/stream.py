@@ -379,8 +379,8 @@ class WamStream:
 
         cfg = self.config
         # Worker processes already overlap decoding with the trainer and fill the cores; a second
-        # decoding thread in each oversubscribes them (2 workers on 2 cores: 1,230-1,310 samples/s
-        # with it, 1,715-1,785 without, alternating runs; benchmarks/README.md).
+        # decoding thread in each oversubscribes them (2 workers on 2 cores: 5-30% slower with it,
+        # alternating runs in benchmarks/README.md).
         read_ahead = cfg.read_ahead if cfg.read_ahead is not None else not in_worker
         total = self.consumer_length(epoch, consumer, num_consumers)
         if start >= total:
