@@ -1,8 +1,9 @@
 """One real local Ray per test session (2 CPUs), shared by every test that needs it.
 
-Forking a Ray driver is unsupported (Ray's guide asks DataLoaders for forkserver/spawn): here a Ray
-job that ran after DataLoader workers had been forked from the session's driver hung in ``ray.wait``
-about one run in three. Tests marked ``forks_workers`` therefore run after every other test.
+Forking a Ray driver is unsupported (Ray's guide asks DataLoaders for forkserver/spawn): after two
+Ray Data executions in a driver, one forked DataLoader leaves its later Ray tasks unfinished
+(tests/test_loader_ray.py). ``stream.dataloader()`` avoids fork in a Ray process, but tests of plain
+``DataLoader(stream.torch())`` fork this one: tests marked ``forks_workers`` run after every other test.
 """
 
 import os

@@ -38,6 +38,16 @@ def _forks(context) -> bool:
     return method == "fork"
 
 
+def _forkserver():
+    """The forkserver context, its server preloading torch and the loader so that each worker it forks
+    starts warm (only takes effect if this process has not started a forkserver yet)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["__main__", __name__])
+    return ctx
+
+
 def _in_ray_process() -> bool:
     """A Ray driver or worker. Looked up, not imported: the loader does not depend on Ray."""
     ray = sys.modules.get("ray")
@@ -360,11 +370,15 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
         # drop_last each worker drops its own partial last batch.
         self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size, num_workers=num_workers,
                                       drop_last=drop_last)
+        if num_workers and kwargs.get("multiprocessing_context") is None and _in_ray_process() \
+                and _forks(None):
+            kwargs["multiprocessing_context"] = _forkserver()
         super().__init__(self._stream_ds, batch_size=None, num_workers=num_workers, **kwargs)
         if num_workers and _forks(self.multiprocessing_context) and _in_ray_process():
-            log.warning("DataLoader workers forked from a Ray process can hang it (Ray's locks and gRPC "
-                        "threads do not survive fork): pass multiprocessing_context='forkserver' or "
-                        "'spawn', as Ray's guide for DataLoaders in Ray Train recommends")
+            log.warning("DataLoader workers forked from a Ray process can hang it: after two Ray Data "
+                        "executions in a driver, one forked DataLoader left its later Ray tasks "
+                        "unfinished here. Use multiprocessing_context='forkserver' (the default of "
+                        "stream.dataloader() in a Ray process) or 'spawn'")
         self._slots = max(1, num_workers)
         self._emitted = [0] * self._slots
         self._next_slot = 0
