@@ -77,7 +77,7 @@ def test_info_json(exported):
     assert info["codebase_version"] == "v3.0"
     assert info["fps"] == FPS and info["robot_type"] == "franka"
     assert info["total_episodes"] == len(eps) and info["total_frames"] == sum(LENGTHS)
-    assert info["total_tasks"] == 2
+    assert info["total_tasks"] == 3   # every task of every episode, not only first ones
     assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
     assert info["video_path"] == "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
     f = info["features"]
@@ -100,13 +100,13 @@ def test_data_and_episode_tables(exported):
     assert [r["index"] for r in data] == list(range(sum(LENGTHS)))
     rows = _episodes(out)
     tasks = pq.read_table(out / "meta/tasks.parquet").to_pandas()
-    assert list(tasks.index) == ["task 0", "task 1"] and list(tasks["task_index"]) == [0, 1]
+    assert list(tasks.index) == ["task 0", "second task", "task 1"] and list(tasks["task_index"]) == [0, 1, 2]
     for e, (row, ep) in enumerate(zip(rows, eps)):
         T = ep.num_steps
         assert row["episode_index"] == e and row["length"] == T
         assert row["wamdata/episode_id"] == ep.episode_id
         assert row["dataset_to_index"] - row["dataset_from_index"] == T
-        assert row["tasks"] == [ep.tasks[0]]
+        assert row["tasks"] == list(ep.tasks)
         frames = data[row["dataset_from_index"]:row["dataset_to_index"]]
         assert all(r["episode_index"] == e for r in frames)
         assert [r["frame_index"] for r in frames] == list(range(T))
@@ -119,7 +119,7 @@ def test_data_and_episode_tables(exported):
                                    .astype(np.float32))
         np.testing.assert_array_equal([r["extra.reward"] for r in frames], ep.steps["extra.reward"])
         np.testing.assert_allclose(np.array([r["extra.grid"] for r in frames]), ep.steps["extra.grid"].reshape(T, 6))
-        assert [r["task_index"] for r in frames] == [e % 2] * T
+        assert [r["task_index"] for r in frames] == [0 if e % 2 == 0 else 2] * T   # the first task's
         # Per-episode stats, LeRobot's column layout.
         np.testing.assert_allclose(row["stats/observation.state/mean"], want.mean(0), rtol=1e-5, atol=1e-6)
         assert row["stats/observation.state/count"] == [T]
@@ -283,3 +283,28 @@ def test_cli_export(tmp_path, capsys):
     assert info["total_episodes"] == 2 and "observation.images.exterior_1" not in info["features"]
     assert main(["export", src, "--output", str(tmp_path / "out2"), "--cameras", "nope", "--quiet"]) == 2
     assert "unknown camera" in capsys.readouterr().err
+
+
+def test_partial_features_nan_values_and_repeated_cameras(tmp_path, caplog):
+    """A feature some episodes lack is left out up front (named in a warning), not an error halfway;
+    NaN in an extra feature is left out of the stats, which stay strict JSON; a camera named twice
+    is exported once."""
+    eps = [make_episode(i, T) for i, T in enumerate((6, 5, 7))]
+    eps[1].add("extra.force", np.arange(5, dtype=np.float64))          # only episode 1 has it
+    for e in eps:
+        e.add("extra.torque", np.where(np.arange(e.num_steps) == 2, np.nan, np.arange(e.num_steps, dtype=np.float64)))
+    write_dataset(str(tmp_path / "src"), eps, video_codec="h264")
+    with caplog.at_level("WARNING", logger="wamdata.export.lerobot"):
+        out = Path(export_lerobot(str(tmp_path / "src"), str(tmp_path / "out"), cameras=["wrist", "wrist"],
+                                  progress=False))
+    assert "extra.force is missing in 2 of 3 episodes" in caplog.text
+    info = json.loads((out / "meta/info.json").read_text())
+    assert "extra.force" not in info["features"] and "extra.torque" in info["features"]
+    assert [k for k in info["features"] if k.startswith("observation.images")] == ["observation.images.wrist"]
+    text = (out / "meta/stats.json").read_text()
+    stats = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in stats.json"))
+    finite = np.concatenate([np.delete(np.arange(T, dtype=np.float64), 2) for T in (6, 5, 7)])
+    assert stats["extra.torque"]["mean"][0] == pytest.approx(finite.mean())
+    assert stats["extra.torque"]["max"][0] == 6.0
+    rows = _episodes(out)
+    assert [r["videos/observation.images.wrist/to_timestamp"] for r in rows] == pytest.approx([0.6, 1.1, 1.8])

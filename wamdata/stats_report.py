@@ -65,7 +65,7 @@ def summarize(dataset_path: str, stats: dict, by: str = "embodiment") -> dict:
         "episodes": n,
         "steps": int(steps.sum()),
         "hours": float(secs.sum()) / 3600,
-        "bytes": counts.get("bytes", _shard_bytes(ds)),
+        "bytes": counts["bytes"] if "bytes" in counts else _shard_bytes(ds),   # sizes only when not recorded
         "shards": len(ds.shards),
         "by": by,
         "breakdown": breakdown,

@@ -22,7 +22,9 @@ Feature mapping (wamdata -> LeRobot):
 | step ``i`` | ``frame_index`` i, ``timestamp`` i / fps (LeRobot seeks video by it) |
 | the episode's first task | ``task_index``; all of them in the episode row's ``tasks`` |
 
-String features are left out (LeRobot has no per-frame strings), with a log line. The source
+String features are left out (LeRobot has no per-frame strings), with a log line; so are features
+some episodes lack (LeRobot has one feature set per dataset), with a warning, found before anything
+is written. Statistics leave NaN/Inf out (``null`` where a dimension has none finite). The source
 timestamps are not kept: LeRobot requires ``timestamp == frame_index / fps``.
 
 Videos: an episode sits at integer frame offset ``k`` of its file and ``from_timestamp = k / fps``
@@ -40,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 import shutil
 import uuid
 from collections import Counter
@@ -145,13 +148,27 @@ def plan_columns(features: dict) -> tuple[list[_Column], list[str]]:
 
 # ---------------------------------------------------------------- statistics (LeRobot's stats layout)
 
+_FINITE = "_finite_count"   # kept for merging, not written: LeRobot's layout has "count" (frames) only
+
+
 def _stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """min/max/mean/std/count/quantiles over axis 0 of (N, D) values; LeRobot's per-episode layout."""
+    """min/max/mean/std/count/quantiles over axis 0 of (N, D) values; LeRobot's per-episode layout.
+    NaN/Inf are left out, as ``wamdata stats`` does (a dimension with none finite: NaN)."""
     v = values.astype(np.float64)
-    out = {"min": v.min(0), "max": v.max(0), "mean": v.mean(0), "std": v.std(0),
-           "count": np.array([len(v)], dtype=np.int64)}
-    for k, q in QUANTILES.items():
-        out[k] = np.quantile(v, q, axis=0)
+    count = np.array([len(v)], dtype=np.int64)
+    if np.isfinite(v).all():
+        out = {"min": v.min(0), "max": v.max(0), "mean": v.mean(0), "std": v.std(0), "count": count}
+        for k, q in QUANTILES.items():
+            out[k] = np.quantile(v, q, axis=0)
+        return out
+    finite = np.isfinite(v)
+    v = np.where(finite, v, np.nan)
+    with warnings.catch_warnings():   # all-NaN dimensions give NaN, which is the answer
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = {"min": np.nanmin(v, 0), "max": np.nanmax(v, 0), "mean": np.nanmean(v, 0), "std": np.nanstd(v, 0),
+               "count": count, _FINITE: finite.sum(0)}
+        for k, q in QUANTILES.items():
+            out[k] = np.nanquantile(v, q, axis=0)
     return out
 
 
@@ -167,22 +184,36 @@ def aggregate_stats(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndar
     """Merge per-episode stats: exact min/max/mean/std (pooled variance), count-weighted quantiles
     (LeRobot's own approximation)."""
     counts = np.array([p["count"][0] for p in parts], dtype=np.float64)
-    w = counts / counts.sum()
-    wshape = (-1,) + (1,) * (np.ndim(parts[0]["mean"]))
-    wb = w.reshape(wshape)
+    # per dimension, the values each part's statistics were taken over (frames, less NaN/Inf)
+    wb = np.stack([np.broadcast_to(p.get(_FINITE, p["count"][0]), np.shape(p["mean"])) for p in parts]).astype(np.float64)
+
+    def weighted(values):   # count-weighted over the parts where the value is finite
+        ok = np.isfinite(values)
+        w = np.where(ok, wb, 0.0)
+        total = w.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, (w * np.where(ok, values, 0.0)).sum(0) / total, np.nan)
+
     means = np.stack([p["mean"] for p in parts])
-    mean = (wb * means).sum(0)
-    var = (wb * (np.stack([p["std"] for p in parts]) ** 2 + (means - mean) ** 2)).sum(0)
-    out = {"min": np.min(np.stack([p["min"] for p in parts]), 0),
-           "max": np.max(np.stack([p["max"] for p in parts]), 0),
-           "mean": mean, "std": np.sqrt(var), "count": np.array([int(counts.sum())], dtype=np.int64)}
+    mean = weighted(means)
+    var = weighted(np.stack([p["std"] for p in parts]) ** 2 + (means - mean) ** 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = {"min": np.nanmin(np.stack([p["min"] for p in parts]), 0),
+               "max": np.nanmax(np.stack([p["max"] for p in parts]), 0),
+               "mean": mean, "std": np.sqrt(var), "count": np.array([int(counts.sum())], dtype=np.int64)}
     for k in QUANTILES:
-        out[k] = (wb * np.stack([p[k] for p in parts])).sum(0)
+        out[k] = weighted(np.stack([p[k] for p in parts]))
     return out
 
 
 def _jsonable(stats: dict[str, dict[str, np.ndarray]]) -> dict:
-    return {key: {k: np.asarray(v).tolist() for k, v in s.items()} for key, s in stats.items()}
+    """Nested lists, NaN as null (strict JSON has no NaN)."""
+    def clean(x):
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return None if isinstance(x, float) and not np.isfinite(x) else x
+    return {key: {k: clean(np.asarray(v).tolist()) for k, v in s.items()} for key, s in stats.items()}
 
 
 # ---------------------------------------------------------------- validation before writing anything
@@ -205,6 +236,7 @@ def _check_dataset(ds, cameras: Sequence[str] | None) -> tuple[int, list[str]]:
     known = sorted(set().union(*ep_cams))
     if cameras is None:
         cameras = known
+    cameras = list(dict.fromkeys(cameras))   # a camera named twice is one camera
     unknown = [c for c in cameras if c not in known]
     if unknown:
         raise ExportError(f"{ds.url}: unknown camera(s) {', '.join(unknown)}; "
@@ -217,6 +249,28 @@ def _check_dataset(ds, cameras: Sequence[str] | None) -> tuple[int, list[str]]:
                 f"(e.g. {missing[0]!r}); LeRobot needs every camera in every episode: pass --cameras "
                 f"with cameras all episodes have, or export a view without those episodes")
     return int(round(fps)), list(cameras)
+
+
+def _features_in_every_episode(ds) -> dict:
+    """The dataset's features that every episode has. LeRobot has one feature set per dataset, so a
+    feature some episodes lack is left out (with a warning naming it), found by a pass over the
+    steps tables before anything is written rather than failing an export halfway."""
+    have: Counter = Counter()
+    example: dict[str, str] = {}
+    n = 0
+    for shard in ds.shards:
+        for ep in ds.iter_shard(shard, only=("json", "steps.parquet")):
+            names = set(ep.steps.column_names)
+            have.update(names)
+            for f in ds.features:
+                if f not in names:
+                    example.setdefault(f, ep.episode_id)
+            n += 1
+    partial = sorted(f for f in ds.features if have[f] < n)
+    for f in partial:
+        log.warning("lerobot export: %s is missing in %d of %d episodes (e.g. %r); left out", f, n - have[f], n,
+                    example[f])
+    return {f: feat for f, feat in ds.features.items() if have[f] == n}
 
 
 def _file_index(n: int, chunks_size: int) -> dict[str, int]:
@@ -324,7 +378,7 @@ def export_lerobot(
             raise ExportError(f"{out}: exists and is not empty; pass overwrite=True (--overwrite) or another --output")
         if not (out / "meta" / "info.json").is_file():
             raise ExportError(f"{out}: not a LeRobot dataset (no meta/info.json); refusing to delete it for --overwrite")
-    cols, skipped = plan_columns(ds.features)
+    cols, skipped = plan_columns(_features_in_every_episode(ds))
     for name in skipped:
         log.info("lerobot export: feature %s is not numeric; left out", name)
     index = ds.episodes
@@ -360,8 +414,10 @@ def _write(ds, root: Path, fps: int, cams: list[str], cols: list[_Column], repo_
     try:
         for ep_index, ep in enumerate(ds.iter_episodes()):
             T = ep.num_steps
-            task = ep.meta.get("tasks", [""])[0] if ep.meta.get("tasks") else ""
-            task_index = tasks.setdefault(task, len(tasks))
+            ep_tasks = [str(t) for t in ep.meta.get("tasks") or []] or [""]
+            for t in ep_tasks:
+                tasks.setdefault(t, len(tasks))
+            task_index = tasks[ep_tasks[0]]   # a frame has one task_index: the episode's first task
             frame_index = np.arange(T, dtype=np.int64)
             arrays = {
                 "index": np.arange(total, total + T, dtype=np.int64),
@@ -372,16 +428,13 @@ def _write(ds, root: Path, fps: int, cams: list[str], cols: list[_Column], repo_
             }
             for col in cols:
                 parts = []
-                for name, width in col.sources:
-                    if name not in ep.steps.column_names:
-                        raise ExportError(f"{ep.where}: episode {ep.episode_id!r} has no {name!r}, which "
-                                          f"other episodes have; LeRobot needs one feature set per dataset")
+                for name, width in col.sources:   # every episode has them (_features_in_every_episode)
                     parts.append(np.asarray(ep.array(name)).reshape(T, width))
                 arrays[col.key] = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
             table = pa.table([pa.array(arrays[k]) for k in _DATA_INDEX_COLUMNS]
                              + [_arrow_column(arrays[c.key], c) for c in cols], schema=data.schema)
             where = data.write(table)
-            row = {"episode_index": ep_index, "tasks": [task], "length": T,
+            row = {"episode_index": ep_index, "tasks": ep_tasks, "length": T,
                    "data/chunk_index": where["chunk_index"], "data/file_index": where["file_index"],
                    "dataset_from_index": total, "dataset_to_index": total + T}
             stats = {k: _stats(np.asarray(v, dtype=np.float64).reshape(T, -1)) for k, v in arrays.items()}
@@ -475,7 +528,8 @@ def _write_meta(root: Path, rows: list[dict], ep_stats: list[dict], tasks: dict[
         row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = 0, 0
         for key in stat_keys:
             for name, v in st[key].items():
-                row[f"stats/{key}/{name}"] = np.asarray(v).tolist()
+                if name != _FINITE:
+                    row[f"stats/{key}/{name}"] = np.asarray(v).tolist()
     ep_path = root / EPISODES_PATH.format(chunk_index=0, file_index=0)
     ep_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), ep_path, compression="snappy")
@@ -484,7 +538,7 @@ def _write_meta(root: Path, rows: list[dict], ep_stats: list[dict], tasks: dict[
     pd.DataFrame({"task_index": [tasks[t] for t in order]}, index=order).to_parquet(root / TASKS_PATH)
 
     stats = {key: aggregate_stats([st[key] for st in ep_stats]) for key in stat_keys}
-    (root / STATS_PATH).write_text(json.dumps(_jsonable(stats), indent=2))
+    (root / STATS_PATH).write_text(json.dumps(_jsonable(stats), indent=2, allow_nan=False))
 
     info = {
         "codebase_version": CODEBASE_VERSION,
