@@ -31,9 +31,7 @@ class LoaderConfig:
     seed: int = 0
     shuffle_buffer: int = 2048        # windows held for shuffling; <= 1 streams windows in order
     max_live_episodes: int = 8        # decoded episodes held at once (+1 read ahead): the memory bound
-    # decode the next episode in a background thread (one more in memory); None: only in a process that
-    # loads alone (plain iteration, 0 DataLoader workers), not in DataLoader workers or Ray read tasks
-    read_ahead: bool | None = None
+    read_ahead: bool = True           # decode the next episode in a background thread (one more in memory)
     window_stride: int = 1            # anchor every N-th step
     normalize: str | dict | None = "stats"   # "stats" | "bounds" | None, or {feature: mode}
     fps: float | None = None          # resample every dataset to this rate (nearest step)

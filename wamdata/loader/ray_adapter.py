@@ -47,7 +47,7 @@ def _batch_to_block(rows: list[dict]):
 def _read_fn(stream: WamStream, epoch: int, consumer: int, n: int, block_rows: int):
     def read():
         rows = []
-        for _, sample in stream.iter_consumer(epoch, consumer, n, in_worker=True):
+        for _, sample in stream.iter_consumer(epoch, consumer, n):
             rows.append(flatten(sample))
             if len(rows) == block_rows:
                 yield _batch_to_block(rows)

@@ -122,10 +122,9 @@ class BlockReader:
 class _DatasetCursor:
     """One dataset's windows for one consumer: pass after pass through its blocks."""
 
-    def __init__(self, stream: "WamStream", source: _Source, epoch: int, consumer: int, n: int, decoder,
-                 read_ahead: bool):
+    def __init__(self, stream: "WamStream", source: _Source, epoch: int, consumer: int, n: int, decoder):
         self.stream, self.source, self.epoch = stream, source, epoch
-        self.consumer, self.n, self.decoder, self.read_ahead = consumer, n, decoder, read_ahead
+        self.consumer, self.n, self.decoder = consumer, n, decoder
         self._ahead = None   # (pos, future): the next episode, read and decoded in a thread
         self._pool = None
         self.pass_ = -1
@@ -159,7 +158,7 @@ class _DatasetCursor:
         """Read and decode episode ``pos`` in a background thread while the caller cuts and collates
         windows of the episodes already loaded: PyAV, OpenCV and numpy copies release the GIL, so on
         two cores decoding and collation overlap. The thread is created lazily, inside the worker."""
-        if self.read_ahead and pos < len(self.refs) and pos not in self.loaded:
+        if self.stream.config.read_ahead and pos < len(self.refs) and pos not in self.loaded:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
@@ -370,18 +369,12 @@ class WamStream:
 
     # ---- the consumer's sample sequence ---------------------------------------------------------
     def iter_consumer(self, epoch: int, consumer: int, num_consumers: int, start: int = 0,
-                      stack: bool = True, in_worker: bool = False) -> Iterator[tuple[int, dict]]:
+                      stack: bool = True) -> Iterator[tuple[int, dict]]:
         """(count emitted so far including this one, sample) for one consumer's epoch from ``start``.
-        ``stack=False``: frames as lists of arrays (see :func:`wamdata.loader.batch.collate`).
-        ``in_worker``: this process is one of several loading in parallel (a DataLoader worker, a Ray
-        read task), which turns the read-ahead thread off unless ``read_ahead`` says otherwise."""
+        ``stack=False``: frames as lists of arrays (see :func:`wamdata.loader.batch.collate`)."""
         from wamdata.format.video import get_decoder
 
         cfg = self.config
-        # Worker processes already overlap decoding with the trainer and fill the cores; a second
-        # decoding thread in each oversubscribes them (2 workers on 2 cores: 5-30% slower with it,
-        # alternating runs in benchmarks/README.md).
-        read_ahead = cfg.read_ahead if cfg.read_ahead is not None else not in_worker
         total = self.consumer_length(epoch, consumer, num_consumers)
         if start >= total:
             return
@@ -397,15 +390,13 @@ class WamStream:
         cursors: dict[int, _DatasetCursor] = {}
         try:
             for d in np.nonzero(done)[0]:
-                cursors[int(d)] = c = _DatasetCursor(self, self.sources[d], epoch, consumer, num_consumers,
-                                                     decoder, read_ahead)
+                cursors[int(d)] = c = _DatasetCursor(self, self.sources[d], epoch, consumer, num_consumers, decoder)
                 c.skip(int(done[d]))
             i = start
             for d in picks:
                 c = cursors.get(d)
                 if c is None:
-                    cursors[d] = c = _DatasetCursor(self, self.sources[d], epoch, consumer, num_consumers,
-                                                    decoder, read_ahead)
+                    cursors[d] = c = _DatasetCursor(self, self.sources[d], epoch, consumer, num_consumers, decoder)
                 sample = c.next(stack)
                 i += 1
                 if sample is not None:

@@ -309,7 +309,7 @@ class TorchStream(_torch_mod.utils.data.IterableDataset):
         slot = (worker + rotation) % workers
         start = emitted[slot] if resumed else 0
         samples = self.stream.iter_consumer(epoch, rank * workers + slot, world * workers, start,
-                                            stack=self.batch_size is None, in_worker=info is not None)
+                                            stack=self.batch_size is None)
         if self.batch_size is None:
             for _, sample in samples:
                 yield to_tensors(sample)
