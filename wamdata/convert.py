@@ -26,7 +26,7 @@ from tqdm import tqdm
 from wamdata import __version__
 from wamdata.errors import ConfigError, WamdataError
 from wamdata.format import layout
-from wamdata.format.index import PARTS_DIR, DatasetIndex
+from wamdata.format.index import DatasetIndex, dataset_or_empty
 from wamdata.format.writer import UnitResult, VideoOptions, failure_record, write_unit
 from wamdata.sources import SourceItem, get_converter
 
@@ -211,10 +211,8 @@ def check_config(config: ConvertConfig) -> None:
         if out == src or src.startswith(out.rstrip("/") + "/") or out.startswith(src.rstrip("/") + "/"):
             raise ConfigError(f"--output {config.output} and --input {config.input} overlap; write the dataset "
                               "to a folder outside the source (and the source outside it)")
-    if fs_out.exists(out) and not config.overwrite and fs_out.isdir(out):
-        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs_out.ls(out, detail=False)}
-        if names and not names & {layout.INFO_FILE, layout.SHARD_DIR, PARTS_DIR}:
-            raise ConfigError(f"{config.output}: exists and is not a wamdata dataset; choose a new or empty folder")
+    if fs_out.exists(out) and not config.overwrite and fs_out.isdir(out) and not dataset_or_empty(fs_out, out):
+        raise ConfigError(f"{config.output}: exists and is not a wamdata dataset; choose a new or empty folder")
 
 
 def failed_unit(unit: str, items: list[SourceItem], err: Exception) -> UnitResult:

@@ -66,6 +66,12 @@ def _table_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def dataset_or_empty(fs, root: str) -> bool:
+    """Whether a folder is empty or holds a wamdata dataset, finished or being written."""
+    names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
+    return not names or bool(names & {layout.INFO_FILE, PARTS_DIR, layout.SHARD_DIR})
+
+
 class DatasetIndex:
     """The writing side of one dataset directory, owned by the job's driver (a single writer)."""
 
@@ -102,8 +108,7 @@ class DatasetIndex:
         a mistyped --output must not take a source tree or a home folder with it."""
         if not self.fs.isdir(self.root):
             raise FormatError(f"{self.root}: not a folder; refusing to overwrite it")
-        names = {p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)}
-        if names and not names & {layout.INFO_FILE, PARTS_DIR, layout.SHARD_DIR}:
+        if not dataset_or_empty(self.fs, self.root):
             raise FormatError(f"{self.root}: not a wamdata dataset (no {layout.INFO_FILE}, {PARTS_DIR}/ or "
                               f"{layout.SHARD_DIR}/); refusing to delete it for --overwrite")
 

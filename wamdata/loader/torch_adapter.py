@@ -33,7 +33,8 @@ def _forks(context) -> bool:
     import multiprocessing
 
     if context is None:   # the process default, read without fixing it (get_start_method() would)
-        return (multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]) == "fork"
+        default = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+        return default == "fork"
     method = context if isinstance(context, str) else context.get_start_method()
     return method == "fork"
 
