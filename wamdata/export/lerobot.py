@@ -254,13 +254,14 @@ def _check_dataset(ds, cameras: Sequence[str] | None) -> tuple[int, list[str]]:
 def _features_in_every_episode(ds) -> dict:
     """The dataset's features that every episode has. LeRobot has one feature set per dataset, so a
     feature some episodes lack is left out (with a warning naming it), found by a pass over the
-    steps tables before anything is written rather than failing an export halfway."""
+    episodes' metadata members (their feature lists; steps and videos are seeked over) before
+    anything is written rather than failing an export halfway."""
     have: Counter = Counter()
     example: dict[str, str] = {}
     n = 0
     for shard in ds.shards:
-        for ep in ds.iter_shard(shard, only=("json", "steps.parquet")):
-            names = set(ep.steps.column_names)
+        for ep in ds.iter_shard(shard, only=("json",)):
+            names = set(ep.meta["features"])
             have.update(names)
             for f in ds.features:
                 if f not in names:

@@ -64,7 +64,7 @@ class LoaderConfig:
         for name in ("state_features", "action_features"):
             v = getattr(self, name)
             if isinstance(v, dict):   # a pinned layout, name -> width (VectorLayout.widths)
-                if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in v.values()):
+                if not all(isinstance(w, numbers.Integral) and not isinstance(w, bool) and w > 0 for w in v.values()):
                     raise ConfigError(f"{name}: widths must be positive integers, got {v}")
                 fix(name, tuple((str(n), int(w)) for n, w in v.items()))
             elif v is not None:

@@ -371,11 +371,11 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
         # drop_last each worker drops its own partial last batch.
         self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size, num_workers=num_workers,
                                       drop_last=drop_last)
-        if num_workers and kwargs.get("multiprocessing_context") is None and _in_ray_process() \
-                and _forks(None):
+        in_ray = bool(num_workers) and _in_ray_process()
+        if in_ray and kwargs.get("multiprocessing_context") is None and _forks(None):
             kwargs["multiprocessing_context"] = _forkserver()
         super().__init__(self._stream_ds, batch_size=None, num_workers=num_workers, **kwargs)
-        if num_workers and _forks(self.multiprocessing_context) and _in_ray_process():
+        if in_ray and _forks(self.multiprocessing_context):
             log.warning("DataLoader workers forked from a Ray process can hang it: after two Ray Data "
                         "executions in a driver, one forked DataLoader left its later Ray tasks "
                         "unfinished here. Use multiprocessing_context='forkserver' (the default of "

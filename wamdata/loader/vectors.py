@@ -100,13 +100,16 @@ class Normalizer:
 
     def affine(self, embodiment: str, feature: str, width: int | None = None):
         """(offset, scale) of the feature for the embodiment, or None when it is not normalised;
-        ``width`` (the data's) is checked against the statistics' once."""
+        ``width``, the data's, must match the statistics' (denormalising passes none)."""
         key = (embodiment, feature)
         if key not in self._cache:
-            self._cache[key] = self._build(embodiment, feature, width)
-        return self._cache[key]
+            self._cache[key] = self._build(embodiment, feature)
+        aff = self._cache[key]
+        if aff is not None and width is not None and aff[0].shape != (width,):
+            raise FormatError(f"{self._where}: stats for {feature!r} have {aff[0].size} dims, data has {width}")
+        return aff
 
-    def _build(self, embodiment: str, feature: str, width: int | None):
+    def _build(self, embodiment: str, feature: str):
         mode = self._mode_of(feature)
         if mode is None:
             return None
@@ -123,8 +126,6 @@ class Normalizer:
         else:
             lo, hi = _floats(s["q01"]), _floats(s["q99"])
             offset, scale = (hi + lo) / 2, (hi - lo) / 2
-        if width is not None and offset.shape != (width,):
-            raise FormatError(f"{self._where}: stats for {feature!r} have {offset.size} dims, data has {width}")
         # Dimensions without statistics (null) or constant ones pass through unscaled.
         offset = np.nan_to_num(offset, nan=0.0)
         scale = np.where(~np.isfinite(scale) | (np.abs(scale) < _EPS), 1.0, scale)
@@ -161,10 +162,10 @@ def denormalise(layout: VectorLayout, values, embodiment: str, normalizer: Norma
         if aff is None:
             continue
         offset, scale = aff
+        span = slice(slot.start, slot.start + len(offset))
         if torch_like:
             offset, scale = out.new_tensor(offset), out.new_tensor(scale)
-        part = out[..., slot.start: slot.start + len(aff[0])]
-        out[..., slot.start: slot.start + len(aff[0])] = part * scale + offset
+        out[..., span] = out[..., span] * scale + offset
     return out
 
 
