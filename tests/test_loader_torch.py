@@ -318,6 +318,33 @@ def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds, pi
     assert first["t"].dtype == torch.int64 and first["frames"]["wrist"].shape == (4, 2, 16, 24, 3)
 
 
+@pytest.mark.parametrize("given", [None, 2, 6])
+def test_worker_prefetch_defaults_to_four_and_the_ring_covers_it(ds, given):
+    """Workers prefetch 4 batches unless told otherwise, and each worker's ring of shared buffers is
+    sized from the prefetch: a trainer that drops each batch before the next never makes a worker
+    fall back to a fresh (page-faulting) segment."""
+    from wamdata.loader import torch_adapter
+
+    stream = WamStream(ds, cameras=["front", "wrist"], image_size=(16, 24), shuffle_buffer=32, seed=3)
+    dl = stream.dataloader(batch_size=4, num_workers=2, **({} if given is None else {"prefetch_factor": given}))
+    assert dl.prefetch_factor == (given or 4)
+    slots = []
+    real = torch_adapter.RingWatcher.received
+
+    def spy(self, batch):
+        slots.append(batch.get("_slot", -1))
+        real(self, batch)
+
+    torch_adapter.RingWatcher.received = spy
+    try:
+        n = sum(len(b["t"]) for b in dl)
+    finally:
+        torch_adapter.RingWatcher.received = real
+    assert n == sum(LENGTHS)
+    assert len(slots) > 2 * ((given or 4) + torch_adapter.RING_SPARE_SLOTS), "too few batches to fill a ring"
+    assert all(s >= 0 for s in slots), f"a worker ran out of ring slots: {slots}"
+
+
 def test_read_ahead_thread_changes_nothing_but_speed(ds):
     def run(read_ahead):
         stream = WamStream(ds, cameras=["front"], image_size=(16, 24), shuffle_buffer=24, seed=5,

@@ -167,7 +167,15 @@ def unpack(batch: dict, base=None) -> dict:
     return out
 
 
-RING_SLOTS = 6  # shared buffers per worker: its prefetched batches + those the trainer still holds
+# Batches each worker may have in flight (the DataLoader's prefetch_factor), unless the caller sets it.
+# Batches leave the workers in turn, so a worker that is ahead stops once its prefetched batches wait
+# for a slower one (an episode being decoded): at torch's default of 2, ~20% of the 2-core machine
+# sat idle with 2 workers; at 4, ~10%, for +6% samples/s (benchmarks/README.md). Costs 2 batches of
+# shared memory per worker (~55 MB each at 32 x 10 frames of 180x320).
+PREFETCH_BATCHES = 4
+# shared buffers per worker beyond its prefetched batches: the one being filled, those the trainer
+# still holds, one waiting in the DataLoader's reorder buffer
+RING_SPARE_SLOTS = 3
 
 
 class SharedRing:
@@ -213,8 +221,8 @@ class RingWatcher:
     weak reference watches the storage instead.
     """
 
-    def __init__(self, workers: int, keep_mapped: bool = True):
-        self.flags = _torch_mod.zeros((workers, RING_SLOTS), dtype=_torch_mod.uint8).share_memory_()
+    def __init__(self, workers: int, slots: int, keep_mapped: bool = True):
+        self.flags = _torch_mod.zeros((workers, slots), dtype=_torch_mod.uint8).share_memory_()
         self._flat = self.flags.numpy().reshape(-1)
         self.keep_mapped = keep_mapped
         self._mapped: dict = {}        # slot -> its storage, held (keep_mapped)
@@ -371,6 +379,8 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
         # drop_last each worker drops its own partial last batch.
         self._stream_ds = TorchStream(stream, with_cursor=True, batch_size=batch_size, num_workers=num_workers,
                                       drop_last=drop_last)
+        if num_workers and kwargs.get("prefetch_factor") is None:
+            kwargs["prefetch_factor"] = PREFETCH_BATCHES
         in_ray = bool(num_workers) and _in_ray_process()
         if in_ray and kwargs.get("multiprocessing_context") is None and _forks(None):
             kwargs["multiprocessing_context"] = _forkserver()
@@ -414,7 +424,8 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
         # persistent worker had prefetched when a loop broke off are discarded by the DataLoader
         # unseen: their slots stay busy, and that worker allocates fresh segments once all are.)
         if self.num_workers and (self._watcher is None or not self.persistent_workers):
-            self._watcher = RingWatcher(self.num_workers, keep_mapped=not self.pin_memory)
+            self._watcher = RingWatcher(self.num_workers, self.prefetch_factor + RING_SPARE_SLOTS,
+                                        keep_mapped=not self.pin_memory)
             ds.ring_flags = self._watcher.flags
         watcher = self._watcher
         for batch in super().__iter__():
