@@ -1,6 +1,6 @@
 """RLDS converter: the real 25-episode Bridge shard (read in place, copied before corrupting), the
 synthetic DROID-RLDS fixture with the ``droid`` preset, record CRCs and truncation, exact bytes
-tensors, presets and the Euler math; one end-to-end conversion through the job."""
+tensors, presets and the Euler math; one end-to-end conversion through the job, then streamed."""
 
 from __future__ import annotations
 
@@ -258,7 +258,25 @@ def test_bridge_end_to_end_with_the_job(tmp_path, ray_session):
                  for b in r["steps/observation/image_0"]]
         assert psnr(ep.frames("exterior_1"), np.stack(jpegs)) > 35
         assert set(ep.cameras) == {"exterior_1", "exterior_2", "exterior_3", "wrist"}
+        assert ep.meta["cameras"]["wrist"]["metadata"]["placeholder"]   # image_3 is blank in all 25
+        assert not ep.meta["cameras"]["exterior_1"]["metadata"]["placeholder"]
     assert ds.features["state.eef_rot"].unit == "quat_xyzw" and ds.features["action.eef_delta_rot"].derived
+
+    # The loader delivers the placeholder wrist camera as a missing one: masked, black, and the real
+    # camera beside it still carries its frames.
+    from wamdata.loader import WamStream
+
+    stream = WamStream(str(tmp_path / "ds"), cameras=["exterior_1", "wrist"], history=1, future=[2], image_size=None,
+                       shuffle_buffer=64, normalize=None, seed=0)
+    n = 0
+    for sample in stream:
+        assert sample["camera_mask"].tolist() == [True, False], sample["episode_id"]
+        assert not sample["frames"]["wrist"].any() and not sample["future_frames"]["wrist"].any()
+        assert sample["frames"]["exterior_1"].shape == (1, 64, 64, 3)
+        n += 1
+    assert n == sum(ds.episode(e).meta["num_steps"] for e in ds.episodes.column("episode_id").to_pylist())
+    ext = np.stack([s["frames"]["exterior_1"][0] for s in stream])
+    assert ext.mean() > 20   # real views, not black
 
 
 def test_contract_deterministic_discover_and_read(tmp_path):

@@ -82,7 +82,11 @@ class LoadedEpisode:
         self.task = str(tasks[0]) if tasks else ""
         self._index_windows(cfg)
         # Frames: which source frames the pending windows need, decoded in one sequential pass.
-        self.cameras = [c for c in cfg.cameras if c in meta.get("cameras", {})]
+        # A camera its converter flagged as a placeholder (one constant image throughout, like Bridge's
+        # blank image_3) shows nothing to learn from: it is delivered as a missing camera is (black
+        # frames, camera_mask false), never decoded, so a model is not trained to predict black.
+        cams = meta.get("cameras", {})
+        self.cameras = [c for c in cfg.cameras if c in cams and not cams[c].get("metadata", {}).get("placeholder")]
         self.refs = np.bincount(self.frame_ids[np.asarray(pending_anchors, np.int64)].ravel(), minlength=T)
         self.frames: dict[str, list] = {}
         needed = np.nonzero(self.refs)[0]
