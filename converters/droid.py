@@ -64,6 +64,15 @@ UNITS = {"joint_torques_computed": "Nm", "prev_joint_torques_computed": "Nm", "m
          "cartesian_velocity": "normalized", "gripper_velocity": "normalized", "joint_velocity": "normalized"}
 
 
+def _unit(parts: list[str]) -> str | None:
+    """Unit of an extra column. DROID stamps its own clocks (control loop, robot state reads, camera
+    reads and captures) with ``time_ms()``, milliseconds since the epoch; only the robot's clock is
+    split into seconds and nanoseconds."""
+    if parts[0] == "timestamp":
+        return {"robot_timestamp_seconds": "s", "robot_timestamp_nanos": "ns"}.get(parts[-1], "ms")
+    return UNITS.get(parts[-1])
+
+
 def idle_mask(velocity, threshold: float = IDLE_THRESHOLD, min_steps: int = IDLE_MIN_STEPS) -> np.ndarray:
     """True on maximal runs of >= min_steps steps whose consecutive velocity changes all stay < threshold."""
     v = np.asarray(velocity, np.float64).reshape(len(velocity), -1)
@@ -296,7 +305,7 @@ class DroidRaw(Converter):
                 continue
             # the declaration must not depend on the episode (serials, quirks): the writer merges them
             where = "action/gripper_velocity or gripper_delta" if parts[-1] == "gripper_velocity" else "/".join(parts)
-            ep.add("extra." + ".".join(parts), values, unit=UNITS.get(parts[-1]), description=f"h5 {where}")
+            ep.add("extra." + ".".join(parts), values, unit=_unit(parts), description=f"h5 {where}")
         ep.add("extra.idle", idle_mask(d[ACTION + "joint_velocity"]), derived=True,
                description=f"action/joint_velocity changes < {IDLE_THRESHOLD} for >= {IDLE_MIN_STEPS} steps")
 

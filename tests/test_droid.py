@@ -206,6 +206,9 @@ def test_stale_serials_are_not_cameras(episodes, tree):
     assert sorted(ep.cameras) == sorted(ROLES)
     assert not any(s in name for s in e["stale_serials"] + list(e["serials"].values()) for name in ep.steps)
     assert "extra.timestamp.cameras.wrist_frame_received" in ep.steps
+    # DROID's clocks are time_ms() stamps: their unit says so, for whoever aligns cameras by them
+    assert ep.features["extra.timestamp.cameras.wrist_frame_received"].unit == "ms"
+    assert ep.features["extra.timestamp.control.step_start"].unit == "ms"
 
 
 def test_success_from_the_folder_when_metadata_and_h5_are_silent(tree, tmp_path):
