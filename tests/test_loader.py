@@ -161,6 +161,25 @@ def test_resume_rejects_other_layout(ds, ego):
     WamStream(ds, cameras=[], normalize=None, seed=1).load_state_dict(s.state_dict())  # the same: fine
 
 
+def test_epoch_start_state_resumes_under_another_world_size(ds):
+    """A checkpoint taken after a full pass on 2 ranks resumes on 3: each new rank gets its share of
+    the next epoch, exactly what a fresh 3-rank run of that epoch gives. Mid-epoch it is refused."""
+    kw = dict(cameras=[], normalize=None, shuffle_buffer=8, seed=6)
+    old = WamStream(ds, rank=0, world_size=2, **kw)
+    list(old)
+    state = old.state_dict()
+    for rank in range(3):
+        resumed = WamStream(ds, rank=rank, world_size=3, **kw)
+        resumed.load_state_dict(state)
+        fresh = WamStream(ds, rank=rank, world_size=3, **kw)
+        fresh.set_epoch(1)
+        assert ids(resumed) == ids(fresh) != []
+    mid = WamStream(ds, rank=0, world_size=2, **kw)
+    next(iter(mid))
+    with pytest.raises(ConfigError, match="mid-epoch at rank 0 of 2; this stream is rank 1 of 3"):
+        WamStream(ds, rank=1, world_size=3, **kw).load_state_dict(mid.state_dict())
+
+
 def test_resume_after_the_dataset_moved(ds, tmp_path):
     import shutil
 

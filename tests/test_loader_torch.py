@@ -187,6 +187,35 @@ def test_persistent_workers_follow_epochs_and_resume(ds):
     assert head + [batch_ids(b) for b in dst] == want[1]
 
 
+def test_state_from_an_epoch_start_resumes_with_other_workers_a_mid_epoch_one_does_not(ds):
+    """Changing num_workers between runs (another machine) is fine from an epoch-boundary checkpoint:
+    the next epoch comes whole, as a loader with the new count would give it. Mid-epoch, the
+    samples left depend on each worker's share, so another count is refused, naming both."""
+    from wamdata.errors import ConfigError
+
+    kw = dict(cameras=[], normalize=None, shuffle_buffer=16, seed=4)
+    two = WamStream(ds, **kw).dataloader(batch_size=5, num_workers=2)
+    list(two)
+    state = two.state_dict()
+    assert state["epoch"] == 1 and state["num_workers"] == 2 and not any(state["emitted"])
+    plain = WamStream(ds, **kw).dataloader(batch_size=5, num_workers=0)
+    list(plain)
+    want = [batch_ids(b) for b in plain]   # epoch 1 with no workers
+    one = WamStream(ds, **kw).dataloader(batch_size=5, num_workers=0)
+    one.load_state_dict(state)
+    assert one.epoch == 1 and [batch_ids(b) for b in one] == want
+    assert len(set(sum(want, []))) == len(sum(want, [])) == sum(LENGTHS)
+
+    head = []
+    for b in two:
+        head.append(b)
+        if len(head) == 2:
+            break
+    mid = two.state_dict()
+    with pytest.raises(ConfigError, match="mid-epoch with 2 worker.*this loader has 1"):
+        WamStream(ds, **kw).dataloader(batch_size=5, num_workers=0).load_state_dict(mid)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_stopped_at_the_epoch_end_goes_on_with_the_next_epoch(ds, workers):
     """islice(dl, len(dl)) (a step budget) never exhausts the DataLoader: the next pass must be the

@@ -474,8 +474,8 @@ class WamStream:
         return self.make_state(self.epoch, [self._emitted])
 
     def load_state_dict(self, state: dict) -> None:
-        check_state(state, self, num_workers=1)
-        self.epoch, self._emitted = int(state["epoch"]), int(state["emitted"][0])
+        at_start = check_state(state, self, num_workers=1)
+        self.epoch, self._emitted = int(state["epoch"]), 0 if at_start else int(state["emitted"][0])
 
     def denormalize(self, values, dataset: str, embodiment: str, kind: str = "action"):
         """``values`` (..., width) of the stream's action (or ``kind="state"``) vector, normalised as
@@ -520,7 +520,11 @@ class WamStream:
         return ray_dataset(self, parallelism, self.epoch if epoch is None else epoch, block_rows)
 
 
-def check_state(state: dict, stream: WamStream, num_workers: int) -> None:
+def check_state(state: dict, stream: WamStream, num_workers: int) -> bool:
+    """Raises unless ``state`` resumes this stream with ``num_workers``; True when it was saved at the
+    start of an epoch (nothing of it emitted yet). Such a state resumes with any ranks x workers:
+    the remaining samples are the whole epoch, however it is split. Mid-epoch, what is left
+    depends on each consumer's share, so ranks and workers must match."""
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise ConfigError(f"not a WamStream state (version {state.get('version') if isinstance(state, dict) else None}, "
                           f"want {STATE_VERSION})")
@@ -529,10 +533,17 @@ def check_state(state: dict, stream: WamStream, num_workers: int) -> None:
         raise ConfigError(f"state was saved for another stream (plan {state.get('plan')}, this one {stream.plan_id}): "
                           "the datasets, their selection or the window/shuffle settings differ, so the "
                           "remaining samples would not be the ones left over")
+    if state["seed"] != cfg.seed:
+        raise ConfigError(f"state was saved with seed {state['seed']}, this stream has seed {cfg.seed}")
+    if not any(state["emitted"]):
+        return True
     rank, world = _rank_world(cfg)
-    if state["seed"] != cfg.seed or state["world_size"] != world or state["rank"] != rank:
-        raise ConfigError(f"state was saved with seed {state['seed']}, rank {state['rank']} of {state['world_size']}; "
-                          f"this stream has seed {cfg.seed}, rank {rank} of {world}: exact resume needs the same")
+    if state["world_size"] != world or state["rank"] != rank:
+        raise ConfigError(f"state was saved mid-epoch at rank {state['rank']} of {state['world_size']}; this "
+                          f"stream is rank {rank} of {world}: resuming mid-epoch needs the same (a state "
+                          "saved at an epoch's start resumes with any)")
     if state["num_workers"] != max(1, num_workers) or len(state["emitted"]) != max(1, num_workers):
-        raise ConfigError(f"state was saved with {state['num_workers']} worker(s), this loader has "
-                          f"{max(1, num_workers)}: exact resume needs the same number")
+        raise ConfigError(f"state was saved mid-epoch with {state['num_workers']} worker(s), this loader has "
+                          f"{max(1, num_workers)}: resuming mid-epoch needs the same number (a state saved "
+                          "at an epoch's start resumes with any)")
+    return False

@@ -446,7 +446,7 @@ class ResumableLoader(_torch_mod.utils.data.DataLoader):
         return self._stream_ds.stream.make_state(self.epoch, self._emitted, self._next_slot)
 
     def load_state_dict(self, state: dict) -> None:
-        check_state(state, self._stream_ds.stream, self._slots)
+        at_start = check_state(state, self._stream_ds.stream, self._slots)
         self._stream_ds.set_epoch(int(state["epoch"]))
-        self._emitted = [int(x) for x in state["emitted"]]
-        self._next_slot = int(state["rotation"])
+        self._emitted = [0] * self._slots if at_start else [int(x) for x in state["emitted"]]
+        self._next_slot = 0 if at_start else int(state["rotation"])
