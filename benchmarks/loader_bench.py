@@ -76,12 +76,13 @@ def _episode(e: int, steps: int, size, cams):
     return ep
 
 
-def build(path, episodes, steps, size, cams):
+def build(path, episodes, steps, size, cams, fast_decode=False):
     from wamdata.format.writer import write_dataset
     from wamdata.stats import compute_stats
 
     t0 = time.perf_counter()
-    write_dataset(path, (_episode(e, steps, size, cams) for e in range(episodes)), shard_size_mb=32)
+    write_dataset(path, (_episode(e, steps, size, cams) for e in range(episodes)), shard_size_mb=32,
+                  fast_decode=fast_decode)
     compute_stats(path)
     return time.perf_counter() - t0
 
@@ -335,6 +336,8 @@ def main():
     p.add_argument("--seek-samples", type=int, default=None)
     p.add_argument("--repeat", type=int, default=3, help="alternate ceiling / wamdata runs per worker count")
     p.add_argument("--work", default=None, help="folder for the dataset (kept between runs)")
+    p.add_argument("--fast-decode", action="store_true", help="encode with x264 tune=fastdecode "
+                   "(wamdata convert --fast-decode); use another --work than a default-encoded run")
     p.add_argument("--read-ahead", choices=["on", "off"], default="on",
                    help="WamStream read_ahead: a thread decoding the next episode in each consumer (default on)")
     p.add_argument("--device", default=None,
@@ -351,13 +354,16 @@ def main():
         a.buffer = min(a.buffer, 512)
     a.samples = a.samples or (3000 if a.small else 12000)
     seek_samples = a.seek_samples or (256 if a.small else 640)
-    a.work = a.work or os.path.join(tempfile.gettempdir(), f"wam_loader_bench_{a.episodes}x{a.steps}")
+    a.work = a.work or os.path.join(tempfile.gettempdir(), f"wam_loader_bench_{a.episodes}x{a.steps}"
+                                                           f"{'_fastdecode' if a.fast_decode else ''}")
     a.dataset = os.path.join(a.work, "dataset")
     a.mp4_dir = os.path.join(a.work, "mp4")
     if not os.path.exists(os.path.join(a.dataset, "stats.json")):
         print(f"building {a.episodes} episodes x {a.steps} steps, {len(a.cameras)} cameras "
-              f"{a.size[0]}x{a.size[1]} H.264 in {a.dataset} ...", flush=True)
-        print(f"  built in {build(a.dataset, a.episodes, a.steps, tuple(a.size), len(a.cameras)):.1f} s")
+              f"{a.size[0]}x{a.size[1]} H.264{' (fast decode)' if a.fast_decode else ''} in {a.dataset} ...",
+              flush=True)
+        secs = build(a.dataset, a.episodes, a.steps, tuple(a.size), len(a.cameras), a.fast_decode)
+        print(f"  built in {secs:.1f} s")
         extract_mp4s(a.dataset, a.mp4_dir)
     if a.device is None:
         try:

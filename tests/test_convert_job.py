@@ -205,6 +205,39 @@ def test_resolution_resizes_frames(tmp_path, ray_session):
     assert ep.meta["cameras"]["front"]["source_size"] == [64, 48]
 
 
+def test_fast_decode_encodes_without_cabac_and_deblocking(tmp_path, ray_session):
+    """--fast-decode is x264's tune=fastdecode: the stream says so (x264 writes its settings into an
+    SEI message), the camera's metadata records it, the frames keep their quality, and resuming
+    with the other setting is refused (one dataset, one encoding)."""
+    from wamdata.errors import ConfigError, FormatError
+    from wamdata.format.video import encode_video
+
+    src = write_npz_tree(tmp_path / "src", n=2, T=10)
+    report = _run(tmp_path / "src", tmp_path / "ds", fast_decode=True)
+    assert report.converted == 2
+    ds = wamdata.open_dataset(str(tmp_path / "ds"))
+    ep = ds.episode("synthetic/ep0000.npz")
+    data = ep.video_bytes("front")
+    assert b"cabac=0" in data and b"deblock=0" in data
+    assert ep.meta["cameras"]["front"]["fast_decode"] is True and ep.meta["cameras"]["front"]["codec"] == "h264"
+    assert psnr(ep.frames("front"), src["synthetic/ep0000.npz"]["frames"]) > 35
+    plain, _, _ = encode_video(src["synthetic/ep0000.npz"]["frames"], 10.0)
+    assert b"cabac=1" in plain and b"deblock=1" in plain
+    with pytest.raises(ConfigError, match="same options and video settings"):
+        _run(tmp_path / "src", tmp_path / "ds")
+    with pytest.raises(ConfigError, match="--fast-decode applies to h264"):
+        _run(tmp_path / "src", tmp_path / "ds2", fast_decode=True, video_codec="av1")
+    with pytest.raises(FormatError, match="h264 only"):
+        encode_video(src["synthetic/ep0000.npz"]["frames"], 10.0, "av1", fast_decode=True)
+    # a dataset begun before the setting existed resumes (its settings lack the key: the default)
+    assert _run(tmp_path / "src", tmp_path / "old", limit=1).converted == 1
+    path = tmp_path / "old" / "_index" / "settings.json"
+    known = json.loads(path.read_text())
+    del known[SOURCE]["video"]["fast_decode"]
+    path.write_text(json.dumps(known))
+    assert _run(tmp_path / "src", tmp_path / "old").converted == 1
+
+
 @pytest.mark.parametrize("codec", ["av1"])
 def test_av1_encode_decodes_with_both_backends(tmp_path, ray_session, codec):
     src = write_npz_tree(tmp_path / "src", n=1, T=8)

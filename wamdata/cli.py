@@ -49,7 +49,8 @@ def cmd_convert(args) -> int:
         source=args.source, input=args.input, output=args.output, options=_options(args.option),
         workers=args.workers if args.workers is not None or args.ray_address else 2,
         ray_address=args.ray_address, shard_size_mb=args.shard_size_mb,
-        video_codec=args.video_codec, resolution=args.resolution, crf=args.crf, limit=args.limit,
+        video_codec=args.video_codec, resolution=args.resolution, crf=args.crf, fast_decode=args.fast_decode,
+        limit=args.limit,
         max_failures=args.max_failures, overwrite=args.overwrite, retry_failed=args.retry_failed,
         quiet=args.quiet,
     )
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--video-codec", choices=["h264", "av1", "copy"], default="h264",
                    help="encode H.264 (default) or AV1, or stream-copy H.264/HEVC/AV1 sources")
     c.add_argument("--crf", type=int, default=None, help="encoder quality (default 18 for h264, 30 for av1)")
+    c.add_argument("--fast-decode", action="store_true",
+                   help="h264: x264 tune=fastdecode, ~1.8x cheaper decoding for training, ~25%% more bytes")
     c.add_argument("--resolution", type=_resolution, default=None, help="resize frames to WxH")
     c.add_argument("--limit", type=_at_least(1), default=None, help="convert only the first N source items")
     c.add_argument("--max-failures", type=_at_least(0), default=0, help="exit 0 while failures <= N (default 0)")

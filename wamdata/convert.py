@@ -45,6 +45,7 @@ class ConvertConfig:
     video_codec: str = "h264"
     resolution: tuple[int, int] | None = None
     crf: int | None = None
+    fast_decode: bool = False   # h264: x264 tune=fastdecode, ~1.8x cheaper decoding, ~25% more bytes
     limit: int | None = None
     max_failures: int = 0
     overwrite: bool = False
@@ -54,7 +55,7 @@ class ConvertConfig:
 
     @property
     def video(self) -> VideoOptions:
-        return VideoOptions(self.video_codec, self.resolution, self.crf)
+        return VideoOptions(self.video_codec, self.resolution, self.crf, self.fast_decode)
 
 
 @dataclass
@@ -144,6 +145,8 @@ def convert(config: ConvertConfig, executor=None) -> ConvertReport:
     index = DatasetIndex.open(config.output, overwrite=config.overwrite)
     settings = json.loads(json.dumps({"options": config.options, "video": asdict(config.video)}))
     before = index.settings(config.source)
+    if before is not None:   # settings added since that run was started take their defaults
+        before["video"] = {**asdict(VideoOptions()), **before.get("video", {})}
     if before is not None and before != settings and len(index.done_items()):
         raise ConfigError(f"{config.output}: its {config.source} items were converted with {before}, this run "
                           f"asks for {settings}; a resumed job must use the same options and video settings "
@@ -197,6 +200,8 @@ def check_config(config: ConvertConfig) -> None:
     worse, point --output at the source: a usage error before anything runs."""
     if config.video_codec not in ("h264", "av1", "copy"):
         raise ConfigError(f"unknown --video-codec {config.video_codec!r}; known: h264, av1, copy")
+    if config.fast_decode and config.video_codec == "av1":
+        raise ConfigError("--fast-decode applies to h264 (and cameras --video-codec copy re-encodes), not av1")
     if config.resolution is not None and not all(int(v) >= 2 for v in config.resolution):
         raise ConfigError(f"--resolution must be WxH with both at least 2, got {'x'.join(map(str, config.resolution))}")
     if config.workers is not None and config.workers < 1:

@@ -31,6 +31,7 @@ class VideoOptions:
     codec: str = "h264"                      # h264 | av1 | copy
     resolution: tuple[int, int] | None = None  # (width, height)
     crf: int | None = None
+    fast_decode: bool = False                # h264: x264 tune=fastdecode (see video.encode_video)
 
 
 def steps_table(episode: Episode) -> pa.Table:
@@ -73,7 +74,8 @@ def encode_camera(episode: Episode, name: str, opts: VideoOptions) -> tuple[byte
         codec, wh, copied = src_codec, (src.width, src.height), True
     else:
         target = "h264" if opts.codec == "copy" else opts.codec
-        data, n, wh = video.encode_video(src.iter_frames(), episode.fps, target, opts.crf, opts.resolution)
+        data, n, wh = video.encode_video(src.iter_frames(), episode.fps, target, opts.crf, opts.resolution,
+                                         fast_decode=opts.fast_decode and target == "h264")
         codec, copied = target, False
     if n != T:
         raise FormatError(f"episode {episode.episode_id!r}: camera {name!r} yielded {n} frames for {T} steps")
@@ -84,6 +86,7 @@ def encode_camera(episode: Episode, name: str, opts: VideoOptions) -> tuple[byte
         "num_frames": n,
         "codec": codec,
         "stream_copied": copied,
+        "fast_decode": bool(opts.fast_decode and not copied and codec == "h264"),
         "source_size": [src.width, src.height],
         "source_codec": src_codec,
         "intrinsics": _as_list(cam.intrinsics),
@@ -295,7 +298,7 @@ def write_unit(fs, root: str, unit: str, work: Iterable[Work], opts: VideoOption
 
 def write_dataset(out_dir: str, episodes: Iterable[Episode], video_codec: str = "h264",
                   resolution: tuple[int, int] | None = None, crf: int | None = None,
-                  shard_size_mb: float = 512) -> str:
+                  shard_size_mb: float = 512, fast_decode: bool = False) -> str:
     """Write episodes to a new dataset in this process (no Ray): for tests, examples and small jobs.
 
     The conversion job (:mod:`wamdata.convert`) runs the same :func:`write_unit` over many units.
@@ -305,7 +308,8 @@ def write_dataset(out_dir: str, episodes: Iterable[Episode], video_codec: str = 
 
     idx = DatasetIndex.open(out_dir, overwrite=True)
     work = ((ep.episode_id, "", (lambda ep=ep: [ep])) for ep in episodes)
-    result = write_unit(idx.fs, idx.root, "inproc", work, VideoOptions(video_codec, resolution, crf), shard_size_mb)
+    result = write_unit(idx.fs, idx.root, "inproc", work, VideoOptions(video_codec, resolution, crf, fast_decode),
+                        shard_size_mb)
     if result.failures:
         f = result.failures[0]
         raise FormatError(f"episode {f['item']!r}: {f['reason']}")
