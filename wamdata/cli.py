@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encode H.264 (default) or AV1, or stream-copy H.264/HEVC/AV1 sources")
     c.add_argument("--crf", type=int, default=None, help="encoder quality (default 18 for h264, 30 for av1)")
     c.add_argument("--fast-decode", action="store_true",
-                   help="h264: x264 tune=fastdecode, ~1.8x cheaper decoding for training, ~25%% more bytes")
+                   help="h264: x264 tune=fastdecode, decodes ~1.5x faster for training, ~25%% more bytes")
     c.add_argument("--resolution", type=_resolution, default=None, help="resize frames to WxH")
     c.add_argument("--limit", type=_at_least(1), default=None, help="convert only the first N source items")
     c.add_argument("--max-failures", type=_at_least(0), default=0, help="exit 0 while failures <= N (default 0)")

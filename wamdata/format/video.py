@@ -51,8 +51,8 @@ def encode_video(
     """Encode RGB uint8 frames to an MP4 in memory. Returns (bytes, frame count, (width, height)).
 
     ``fast_decode`` (H.264 only): x264's ``tune=fastdecode`` (no CABAC, no deblocking filter, no
-    weighted prediction). Decoding, the loader's main cost, takes ~1.8x less CPU for ~25% more bytes
-    at the same crf and PSNR (benchmarks/README.md).
+    weighted prediction): for ~25% more bytes at the same crf and PSNR, frames decode to RGB ~1.55x
+    faster, and decoding is the loader's main cost (benchmarks/README.md).
 
     Odd sizes are padded to even by the encoder's requirement (yuv420p), so we round the target size
     down to even and resize once.
