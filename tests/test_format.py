@@ -84,3 +84,22 @@ def test_damaged_index_files_are_named_not_a_traceback(tmp_path, capsys, damage)
         assert main([cmd, str(root)]) == 2
         err = capsys.readouterr().err
         assert target.name in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("w, h", [(48, 32), (320, 180), (70, 34)])
+def test_i420_planes_match_pyav_and_rgb_matches_swscale(w, h):
+    """The decoder's own plane copy skips each row's line padding (FFmpeg pads every width here to
+    wider rows) and gives PyAV's I420 array exactly; its RGB stays within chroma-interpolation
+    differences of swscale's."""
+    import av
+
+    from wamdata.format.video import encode_video, i420, to_rgb
+
+    data, n, _ = encode_video(textured_frames(6, h, w, seed=3), 10.0)
+    with av.open(io.BytesIO(data)) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == n == 6 and all(f.planes[0].line_size > w for f in frames)   # padding exercised
+    for f in frames:
+        np.testing.assert_array_equal(i420(f), f.to_ndarray())
+        diff = np.abs(to_rgb(f).astype(int) - f.to_ndarray(format="rgb24").astype(int))
+        assert diff.max() <= 4 and diff.mean() < 2
