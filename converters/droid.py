@@ -32,12 +32,19 @@ Serials found in the h5 but not named in the metadata are stale (a camera swappe
 camera, their per-step columns are dropped and their serials listed in ``metadata["stale_camera_serials"]``.
 When an MP4 holds fewer frames than the h5 has rows (DROID often loses the last frame), steps and the
 other cameras are trimmed to the common length and ``metadata["trimmed_steps"]`` says by how many.
+
+The input may be an fsspec URL (``gs://gresearch/robotics/droid_raw/1.0.1``, ``s3://...``): each
+task then copies the files it reads of its episode — the metadata json, trajectory.h5 and the
+cameras' left-eye MP4s, never the SVO or stereo recordings — to a temporary folder, removed once the
+episode's frames are dropped, since h5py and the video decoder want seekable local files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +53,7 @@ from converters.rotations import euler_xyz_to_quat, pose6_to_matrix
 from wamdata.errors import ConfigError, WamdataError
 from wamdata.media import VideoFileFrames
 from wamdata.schema import TIMESTAMP, Camera, Episode
-from wamdata.sources import Converter, SourceError, SourceItem, register
+from wamdata.sources import Converter, SourceError, SourceItem, is_local, register, url_of
 
 FPS = 15.0
 MAX_JOINT_DELTA = 0.2  # rad per step at |command| = 1 (droid/robot_ik/robot_ik_solver.py)
@@ -127,27 +134,32 @@ class DroidRaw(Converter):
         self._annotations: dict | None = None
 
     def discover(self, root: str):
-        root = os.path.abspath(root)
+        import fsspec
+
+        fs, base = fsspec.core.url_to_fs(root)
+        base = base.rstrip("/")
         items = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in fs.walk(base, topdown=True):
             if "trajectory.h5" in filenames or any(_is_metadata(f) for f in filenames):
                 dirnames[:] = []  # an episode folder: do not walk into recordings/
-                rel = os.path.relpath(dirpath, root)
-                rel = os.path.basename(root) if rel == "." else rel.replace(os.sep, "/")
-                items.append(SourceItem(id=f"droid/{rel}", path=dirpath))
+                rel = posixpath.relpath(dirpath, base)
+                rel = posixpath.basename(base) if rel == "." else rel
+                items.append(SourceItem(id=f"droid/{rel}", path=url_of(fs, dirpath)))
         return iter(sorted(items, key=lambda it: it.id))
 
     def read(self, item: SourceItem) -> Episode:
-        folder = item.path
-        meta = self._metadata(item)
-        attrs, data = self._read_h5(item)
+        folder, mp4_names, staging = self._local_folder(item)
+        meta = self._metadata(item, folder)
+        attrs, data = self._read_h5(item, folder)
         for key in sorted(MAPPED | {ACTION + "joint_velocity"}):
             if key not in data:
                 raise SourceError(item, f"trajectory.h5: missing dataset {key!r}")
         lengths = {len(v) for v in data.values()}
         h5_steps = min(lengths)
         serials, stale = self._camera_serials(meta, data)
-        frames = self._videos(item, serials)
+        frames = self._videos(item, folder, serials)
+        for f in frames.values():
+            f.keepalive = staging
         T = min([h5_steps] + [f.num_frames for f in frames.values()])
         if h5_steps - T > self.options.max_trim:
             short = min(frames, key=lambda r: frames[r].num_frames)
@@ -178,28 +190,56 @@ class DroidRaw(Converter):
 
         self._add_steps(ep, d)
         for role, serial in serials.items():
-            ep.cameras[role] = self._camera(role, serial, frames[role], d, meta)
+            ep.cameras[role] = self._camera(role, serial, frames[role], d, meta,
+                                            stereo=f"{serial}-stereo.mp4" in mp4_names)
         self._add_extras(ep, d, serials, stale)
         ep.tasks = self._tasks(meta, attrs)
         return ep
 
     # --- pieces of read() -------------------------------------------------------------------------
 
-    def _metadata(self, item) -> dict:
-        names = sorted(f for f in os.listdir(item.path) if _is_metadata(f))
+    def _local_folder(self, item) -> tuple[str, set[str], object]:
+        """(the episode folder on this machine, names in its recordings/MP4, a staging folder to
+        keep alive while the frames are read, or None). A remote folder is copied in part: the
+        metadata json, trajectory.h5 and the left-eye MP4s (SVO and stereo recordings are large and
+        unused); ``fs.get`` errors name the file."""
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(item.path)
+        mp4_dir = posixpath.join(path, "recordings", "MP4")
+        try:
+            mp4_names = {posixpath.basename(p) for p in fs.ls(mp4_dir, detail=False)} if fs.isdir(mp4_dir) else set()
+            if is_local(fs):
+                return path, mp4_names, None
+            staging = tempfile.TemporaryDirectory(prefix="wamdata-droid-")
+            for p in fs.ls(path, detail=False):
+                name = posixpath.basename(p.rstrip("/"))
+                if name == "trajectory.h5" or _is_metadata(name):
+                    fs.get(p, os.path.join(staging.name, name))
+            if fs.isdir(posixpath.join(path, "recordings")):
+                os.makedirs(os.path.join(staging.name, "recordings", "MP4"))
+            for name in sorted(mp4_names):
+                if name.endswith(".mp4") and not name.endswith("-stereo.mp4"):
+                    fs.get(posixpath.join(mp4_dir, name), os.path.join(staging.name, "recordings", "MP4", name))
+        except OSError as e:
+            raise SourceError(item, f"cannot copy the episode folder from {item.path} ({e})") from None
+        return staging.name, mp4_names, staging
+
+    def _metadata(self, item, folder: str) -> dict:
+        names = sorted(f for f in os.listdir(folder) if _is_metadata(f))
         if not names:
             return {}
-        path = os.path.join(item.path, names[0])
+        path = os.path.join(folder, names[0])
         try:
             with open(path, encoding="utf-8") as fh:
                 return json.load(fh)
         except (OSError, ValueError) as e:
             raise SourceError(item, f"{names[0]}: unreadable metadata json ({e})") from None
 
-    def _read_h5(self, item):
+    def _read_h5(self, item, folder: str):
         import h5py
 
-        path = os.path.join(item.path, "trajectory.h5")
+        path = os.path.join(folder, "trajectory.h5")
         if not os.path.isfile(path):
             raise SourceError(item, "trajectory.h5: missing")
         data = {}
@@ -228,9 +268,9 @@ class DroidRaw(Converter):
                               if k.startswith(("observation/camera_extrinsics/", "observation/camera_intrinsics/"))}
         return serials, sorted(in_h5 - set(serials.values()))
 
-    def _videos(self, item, serials) -> dict:
-        mp4_dir = os.path.join(item.path, "recordings", "MP4")
-        if not os.path.isdir(os.path.join(item.path, "recordings")):
+    def _videos(self, item, folder: str, serials) -> dict:
+        mp4_dir = os.path.join(folder, "recordings", "MP4")
+        if not os.path.isdir(os.path.join(folder, "recordings")):
             cams = ", ".join(f"{r}={s}" for r, s in serials.items())
             raise SourceError(item, f"no recordings/ folder in the episode folder (expected recordings/MP4/<serial>.mp4 "
                                     f"for {cams})")
@@ -266,7 +306,7 @@ class DroidRaw(Converter):
         ep.add("action.joint_vel", d[ACTION + "joint_velocity"] * (MAX_JOINT_DELTA * FPS), names=JOINTS, derived=True,
                description="action/joint_velocity (normalised) x 0.2 rad/step x 15 Hz")
 
-    def _camera(self, role, serial, frames, d, meta) -> Camera:
+    def _camera(self, role, serial, frames, d, meta, stereo: bool) -> Camera:
         ext = d.get(f"observation/camera_extrinsics/{serial}_left")
         prefix = next(p for p, r in CAMERA_ROLES.items() if r == role)
         extrinsics, source = None, None
@@ -278,8 +318,7 @@ class DroidRaw(Converter):
         return Camera(name=role, frames=frames, fps=FPS, extrinsics=extrinsics,
                       intrinsics=None if K is None else np.asarray(K[0], np.float64),
                       metadata={"serial": serial, "source_frames": frames.info["frames"], "eye": "left",
-                                "extrinsics_source": source, "stereo_file_present": os.path.isfile(
-                                    frames.path[:-4] + "-stereo.mp4")})
+                                "extrinsics_source": source, "stereo_file_present": stereo})
 
     def _add_extras(self, ep: Episode, d, serials, stale) -> None:
         role_of = {s: r for r, s in serials.items()}

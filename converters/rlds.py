@@ -44,7 +44,7 @@ from converters.rlds_mapping import FieldSpec, apply_conversion, decode_field, f
 from wamdata.errors import ConfigError, SourceError
 from wamdata.media import LazyFrames, decode_image, encoded_image_frames
 from wamdata.schema import Camera, Episode, LanguageSegment
-from wamdata.sources import Converter, SourceItem, register
+from wamdata.sources import Converter, SourceItem, register, url_of
 
 RLDS_FLAGS = ("is_first", "is_last", "is_terminal", "reward", "discount")
 DEFAULT_FPS = 10.0
@@ -56,12 +56,6 @@ def _fs(path: str):
     import fsspec
 
     return fsspec.core.url_to_fs(path)
-
-
-def _url(fs, path: str) -> str:
-    """A path fsspec can open again on a worker: local paths stay plain, remote ones keep their protocol."""
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return path if "file" in protocols or "local" in protocols else fs.unstrip_protocol(path)
 
 
 def _safe(s: str) -> str:
@@ -144,8 +138,8 @@ class RLDS(Converter):
                 for s in spans:
                     yield SourceItem(
                         id=_safe(f"{name}_{version}_{base}") + f"_{s.index:06d}",
-                        path=_url(fs, shard), index=s.index,
-                        info={"offset": s.offset, "length": s.length, "error": s.error, "dataset_dir": _url(fs, vdir),
+                        path=url_of(fs, shard), index=s.index,
+                        info={"offset": s.offset, "length": s.length, "error": s.error, "dataset_dir": url_of(fs, vdir),
                               "dataset": name, "version": version, "split": split},
                     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -336,3 +337,58 @@ def test_success_null_in_metadata_falls_back_to_the_h5_attr_then_the_folder(tmp_
     with h5py.File(os.path.join(e["path"], "trajectory.h5"), "a") as f:
         del f.attrs["success"]       # nothing recorded: the success/ folder decides
     assert e["success"] and "/success/" in e["path"] and conv.read(item).success is True
+
+
+def test_fsspec_url_input_reads_the_same_episodes(tree, tmp_path, episodes):
+    """DROID raw read from an fsspec URL (memory:// here; gs:// or s3:// in practice): the same
+    ids, the same episodes as from local disk, only the files a reader needs copied (no stereo or
+    SVO recordings), the copy removed once the frames are dropped; the job converts it and records
+    the broken episodes as it does locally."""
+    import gc
+    import glob
+    import tempfile
+
+    import fsspec
+
+    from wamdata.convert import ConvertConfig, convert
+
+    fs = fsspec.filesystem("memory")
+    fs.put(tree["root"], "/droid-src/raw", recursive=True)
+    for e in (e for e in tree["episodes"] if e["ok"]):   # raw ZED recordings beside the MP4s: never fetched
+        fs.pipe(f"/droid-src/raw/{os.path.relpath(e['path'], tree['root'])}/recordings/SVO/1.svo", b"unused")
+    url = "memory://droid-src/raw"
+    conv = DroidRaw()
+    items = list(conv.discover(url))
+    assert [it.id for it in items] == [e["id"] for e in tree["episodes"]]
+    assert all(it.path.startswith("memory:///droid-src/raw/") for it in items)   # workers reopen the URL
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "wamdata-droid-*")))
+    for it in items:
+        e = next(e for e in tree["episodes"] if e["id"] == it.id)
+        if not e["ok"]:
+            with pytest.raises(SourceError, match=re.escape(it.path)):
+                conv.read(it)
+            continue
+        ep = conv.read(it)
+        local = episodes[it.id][1]
+        assert sorted(ep.steps) == sorted(local.steps)
+        for name in ep.steps:
+            np.testing.assert_array_equal(ep.steps[name], local.steps[name], err_msg=name)
+        assert ep.metadata["droid"] == local.metadata["droid"] and ep.tasks == local.tasks
+        staged = os.path.dirname(os.path.dirname(os.path.dirname(ep.cameras["wrist"].frames.path)))
+        assert sorted(os.listdir(os.path.join(staged, "recordings", "MP4"))) == \
+            sorted(f"{s}.mp4" for s in e["serials"].values())
+        for role, cam in ep.cameras.items():
+            assert cam.metadata == local.cameras[role].metadata and cam.metadata["stereo_file_present"]
+            np.testing.assert_array_equal(np.stack(list(cam.frames.iter_frames())),
+                                          np.stack(list(local.cameras[role].frames.iter_frames())))
+        del ep, cam
+        gc.collect()
+        assert not os.path.exists(staged), "the staged copy outlived its episode"
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "wamdata-droid-*"))) == before
+
+    report = convert(ConvertConfig(source="droid", input=url, output=str(tmp_path / "ds"), quiet=True,
+                                   max_failures=10))
+    import wamdata
+
+    _check_against_source(wamdata.open_dataset(str(tmp_path / "ds")), tree)
+    assert report.converted == sum(e["ok"] for e in tree["episodes"])

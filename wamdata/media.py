@@ -34,6 +34,8 @@ class VideoFileFrames:
     path: str
     limit: int | None = None
     _info: dict = field(default=None, repr=False)
+    # whatever must outlive the frames' reading, e.g. the temporary folder a remote file was copied to
+    keepalive: object = field(default=None, repr=False, compare=False)
 
     @property
     def info(self) -> dict:

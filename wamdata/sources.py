@@ -76,6 +76,17 @@ class Converter:
         return out
 
 
+def is_local(fs) -> bool:
+    """Whether an fsspec filesystem is the local one (its paths are plain paths)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def url_of(fs, path: str) -> str:
+    """A path fsspec can open again on a worker: local paths stay plain, remote ones keep their protocol."""
+    return path if is_local(fs) else fs.unstrip_protocol(path)
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
