@@ -2,7 +2,9 @@
 
 Encodes one clip per codec with wamdata's own encoder, then decodes it whole, repeatedly, through
 ``wamdata.format.video.get_decoder(name, threads)``. Reports frames/s, the ratio to single-threaded
-PyAV in the same run, and RSS growth over the repeats (decord 0.6 is known to leak).
+PyAV in the same run, and RSS growth over the repeats (decord 0.6 is known to leak). Then the
+yuv420p -> RGB step alone on the H.264 clip's decoded frames: swscale (PyAV's ``rgb24``) as the
+baseline, PyAV's I420 array + OpenCV, and wamdata's ``to_rgb`` (planes copied directly + OpenCV).
 
     python benchmarks/decode_bench.py [--size 640x480] [--frames 300] [--repeats 10]
 """
@@ -57,6 +59,31 @@ def main() -> None:
             fps, growth, _ = measure(dec, data, a.repeats)
             base = base or fps
             print(f"{codec:<6} {label:<18} {fps:>9.0f} {fps / base:>8.2f}x {growth:>14.1f}")
+    rgb_conversion(clips["h264"], a.repeats)
+
+
+def rgb_conversion(data: bytes, repeats: int) -> None:
+    import io
+
+    import av
+    import cv2
+
+    with av.open(io.BytesIO(data)) as c:
+        frames = list(c.decode(video=0))
+    paths = {"swscale rgb24": lambda f: f.to_ndarray(format="rgb24"),
+             "to_ndarray + OpenCV": lambda f: cv2.cvtColor(f.to_ndarray(), cv2.COLOR_YUV2RGB_I420),
+             "wamdata to_rgb": video.to_rgb}
+    print(f"{'yuv420p -> RGB':<22} {'us/frame':>9} {'vs swscale':>10}")
+    base = None
+    for label, fn in paths.items():
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for f in frames:
+                fn(f)
+            best = min(best, (time.perf_counter() - start) / len(frames))
+        base = base or best
+        print(f"{label:<22} {best * 1e6:>9.1f} {base / best:>9.2f}x")
 
 
 if __name__ == "__main__":
