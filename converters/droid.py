@@ -73,11 +73,42 @@ UNITS = {"joint_torques_computed": "Nm", "prev_joint_torques_computed": "Nm", "m
 
 def _unit(parts: list[str]) -> str | None:
     """Unit of an extra column. DROID stamps its own clocks (control loop, robot state reads, camera
-    reads and captures) with ``time_ms()``, milliseconds since the epoch; only the robot's clock is
-    split into seconds and nanoseconds."""
+    reads and captures: timestamp/<control|robot_state|cameras>/...) with ``time_ms()``, milliseconds
+    since the epoch; only the robot's clock is split into seconds and nanoseconds. Other columns of
+    the timestamp group (the boolean ``skip_action``) have none."""
     if parts[0] == "timestamp":
+        if len(parts) < 3 or parts[1] not in ("control", "robot_state", "cameras"):
+            return None
         return {"robot_timestamp_seconds": "s", "robot_timestamp_nanos": "ns"}.get(parts[-1], "ms")
     return UNITS.get(parts[-1])
+
+
+def _is_episode_folder(filenames) -> bool:
+    return "trajectory.h5" in filenames or any(_is_metadata(f) for f in filenames)
+
+
+def _episode_folders(root: str):
+    """(filesystem, root path, the episode folders under it). Locally a walk that does not enter an
+    episode's recordings/; in an object store one recursive listing (a listing call per folder would
+    be ~10^5 sequential requests for DROID raw). A folder that cannot be listed is an error, never a
+    silently missing subtree."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    if "://" not in root:   # a plain path: never parsed as a URL chain ("a::b")
+        fs, base = LocalFileSystem(), os.path.abspath(root)
+    else:
+        fs, base = fsspec.core.url_to_fs(root)
+        base = base.rstrip("/")
+    if is_local(fs):
+        folders = []
+        for dirpath, dirnames, filenames in fs.walk(base, topdown=True, on_error="raise"):
+            if _is_episode_folder(filenames):
+                dirnames[:] = []  # an episode folder: do not walk into recordings/
+                folders.append(dirpath)
+        return fs, base, folders
+    found = [p for p in fs.find(base) if _is_episode_folder([posixpath.basename(p)])]
+    return fs, base, sorted({posixpath.dirname(p) for p in found})
 
 
 def idle_mask(velocity, threshold: float = IDLE_THRESHOLD, min_steps: int = IDLE_MIN_STEPS) -> np.ndarray:
@@ -117,6 +148,7 @@ def _is_metadata(name: str) -> bool:
 @register("droid")
 class DroidRaw(Converter):
     family = "teleop"
+    revision = 2   # 2: units for the extra.timestamp.* clocks
 
     @dataclass
     class Options:
@@ -134,21 +166,28 @@ class DroidRaw(Converter):
         self._annotations: dict | None = None
 
     def discover(self, root: str):
-        import fsspec
-
-        fs, base = fsspec.core.url_to_fs(root)
-        base = base.rstrip("/")
         items = []
-        for dirpath, dirnames, filenames in fs.walk(base, topdown=True):
-            if "trajectory.h5" in filenames or any(_is_metadata(f) for f in filenames):
-                dirnames[:] = []  # an episode folder: do not walk into recordings/
-                rel = posixpath.relpath(dirpath, base)
-                rel = posixpath.basename(base) if rel == "." else rel
-                items.append(SourceItem(id=f"droid/{rel}", path=url_of(fs, dirpath)))
+        fs, base, folders = _episode_folders(root)
+        for folder in folders:
+            rel = posixpath.relpath(folder, base)
+            rel = posixpath.basename(base) if rel == "." else rel
+            items.append(SourceItem(id=f"droid/{rel}", path=url_of(fs, folder)))
         return iter(sorted(items, key=lambda it: it.id))
 
     def read(self, item: SourceItem) -> Episode:
         folder, mp4_names, staging = self._local_folder(item)
+        try:
+            return self._read_folder(item, folder, mp4_names, staging)
+        except Exception as e:
+            if staging is None:
+                raise
+            staging.cleanup()   # now: the traceback would keep the copy alive as long as the error
+            if not isinstance(e, SourceError):
+                raise
+            # name the source, not the temporary copy
+            raise SourceError(item, e.reason.replace(staging.name, item.path)) from None
+
+    def _read_folder(self, item: SourceItem, folder: str, mp4_names: set[str], staging) -> Episode:
         meta = self._metadata(item, folder)
         attrs, data = self._read_h5(item, folder)
         for key in sorted(MAPPED | {ACTION + "joint_velocity"}):
@@ -207,6 +246,7 @@ class DroidRaw(Converter):
 
         fs, path = fsspec.core.url_to_fs(item.path)
         mp4_dir = posixpath.join(path, "recordings", "MP4")
+        staging = None
         try:
             mp4_names = {posixpath.basename(p) for p in fs.ls(mp4_dir, detail=False)} if fs.isdir(mp4_dir) else set()
             if is_local(fs):
@@ -222,6 +262,8 @@ class DroidRaw(Converter):
                 if name.endswith(".mp4") and not name.endswith("-stereo.mp4"):
                     fs.get(posixpath.join(mp4_dir, name), os.path.join(staging.name, "recordings", "MP4", name))
         except OSError as e:
+            if staging is not None:
+                staging.cleanup()
             raise SourceError(item, f"cannot copy the episode folder from {item.path} ({e})") from None
         return staging.name, mp4_names, staging
 

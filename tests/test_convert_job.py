@@ -223,7 +223,7 @@ def test_fast_decode_encodes_without_cabac_and_deblocking(tmp_path, ray_session)
     assert psnr(ep.frames("front"), src["synthetic/ep0000.npz"]["frames"]) > 35
     plain, _, _ = encode_video(src["synthetic/ep0000.npz"]["frames"], 10.0)
     assert b"cabac=1" in plain and b"deblock=1" in plain
-    with pytest.raises(ConfigError, match="same options and video settings"):
+    with pytest.raises(ConfigError, match="same options, video settings"):
         _run(tmp_path / "src", tmp_path / "ds")
     with pytest.raises(ConfigError, match="--fast-decode applies to h264"):
         _run(tmp_path / "src", tmp_path / "ds2", fast_decode=True, video_codec="av1")
@@ -236,6 +236,32 @@ def test_fast_decode_encodes_without_cabac_and_deblocking(tmp_path, ray_session)
     del known[SOURCE]["video"]["fast_decode"]
     path.write_text(json.dumps(known))
     assert _run(tmp_path / "src", tmp_path / "old").converted == 1
+
+
+def test_resume_across_a_converter_revision_is_refused_up_front(tmp_path, monkeypatch):
+    """A converter whose output changed (its revision bumped) must not finish a dataset begun by the
+    old one: the two declarations of a feature would only clash at the end. Settings written before
+    revisions were recorded count as revision 1."""
+    from wamdata.errors import ConfigError
+    from wamdata.sources import get_converter
+
+    write_npz_tree(tmp_path / "src", n=3, T=6)
+
+    def run(**kw):
+        return convert(ConvertConfig(source=SOURCE, input=str(tmp_path / "src"), output=str(tmp_path / "ds"),
+                                     quiet=True, **kw))
+
+    assert run(limit=1).converted == 1
+    path = tmp_path / "ds" / "_index" / "settings.json"
+    known = json.loads(path.read_text())
+    assert known[SOURCE]["converter_revision"] == 1
+    del known[SOURCE]["converter_revision"]
+    path.write_text(json.dumps(known))
+    assert run(limit=2).converted == 1          # no revision recorded: revision 1, resumes
+    monkeypatch.setattr(get_converter(SOURCE), "revision", 2)
+    with pytest.raises(ConfigError, match="converter revision"):
+        run()
+    assert run(overwrite=True).converted == 3
 
 
 @pytest.mark.parametrize("codec", ["av1"])
@@ -292,6 +318,6 @@ def test_mistakes_stop_before_anything_is_written_or_deleted(tmp_path):
         run(source="npz_tre", overwrite=True)
     assert wamdata.open_dataset(str(tmp_path / "ds")).info["counts"]["episodes"] == 2
     # resuming with other video settings would mix two resolutions in one dataset
-    with pytest.raises(ConfigError, match="same options and video settings"):
+    with pytest.raises(ConfigError, match="same options, video settings"):
         run(resolution=(32, 24))
     assert run(resolution=(32, 24), overwrite=True).converted == 2

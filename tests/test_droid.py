@@ -60,6 +60,12 @@ def test_discover_count_ids_and_determinism(tree):
     assert lab == ["droid/" + i.split("/", 2)[2] for i in ids if i.startswith("droid/IRIS/")]
     one = next(iter(tree["episodes"]))
     assert [it.path for it in conv.discover(one["path"])] == [one["path"]]
+    # a plain path is a path, whatever it contains ("::" would chain URLs in fsspec), and normalised
+    odd = os.path.join(os.path.dirname(tree["root"]), "raw::copy")
+    os.symlink(tree["root"], odd)
+    assert [it.id for it in conv.discover(odd)] == ids
+    assert [it.path for it in conv.discover(os.path.join(tree["root"], "IRIS", ".."))] == \
+        [it.path for it in conv.discover(tree["root"])]
 
 
 def test_values_roundtrip_exactly(episodes):
@@ -210,6 +216,7 @@ def test_stale_serials_are_not_cameras(episodes, tree):
     # DROID's clocks are time_ms() stamps: their unit says so, for whoever aligns cameras by them
     assert ep.features["extra.timestamp.cameras.wrist_frame_received"].unit == "ms"
     assert ep.features["extra.timestamp.control.step_start"].unit == "ms"
+    assert ep.features["extra.timestamp.skip_action"].unit is None and ep.steps["extra.timestamp.skip_action"].dtype == bool
 
 
 def test_success_from_the_folder_when_metadata_and_h5_are_silent(tree, tmp_path):
@@ -365,8 +372,9 @@ def test_fsspec_url_input_reads_the_same_episodes(tree, tmp_path, episodes):
     for it in items:
         e = next(e for e in tree["episodes"] if e["id"] == it.id)
         if not e["ok"]:
-            with pytest.raises(SourceError, match=re.escape(it.path)):
+            with pytest.raises(SourceError, match=re.escape(it.path)) as err:
                 conv.read(it)
+            assert "wamdata-droid-" not in str(err.value), "names the deleted temporary copy"
             continue
         ep = conv.read(it)
         local = episodes[it.id][1]

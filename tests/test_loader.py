@@ -162,9 +162,11 @@ def test_resume_rejects_other_layout(ds, ego):
 
 
 def test_epoch_start_state_resumes_under_another_world_size(ds):
-    """A checkpoint taken after a full pass on 2 ranks resumes on 3: each new rank gets its share of
-    the next epoch, exactly what a fresh 3-rank run of that epoch gives. Mid-epoch it is refused."""
-    kw = dict(cameras=[], normalize=None, shuffle_buffer=8, seed=6)
+    """With equal shares (samples_per_epoch), a checkpoint taken after a full pass on 2 ranks resumes
+    on 3: each new rank gets its share of the next epoch, as a fresh 3-rank run of that epoch does.
+    Without equal shares a rank's boundary says nothing of the others: refused, as is mid-epoch, and
+    one rank never loads another's state."""
+    kw = dict(cameras=[], normalize=None, shuffle_buffer=8, seed=6, samples_per_epoch="even")
     old = WamStream(ds, rank=0, world_size=2, **kw)
     list(old)
     state = old.state_dict()
@@ -174,10 +176,17 @@ def test_epoch_start_state_resumes_under_another_world_size(ds):
         fresh = WamStream(ds, rank=rank, world_size=3, **kw)
         fresh.set_epoch(1)
         assert ids(resumed) == ids(fresh) != []
+    with pytest.raises(ConfigError, match="rank 0 of 2; this stream is rank 1 of 2: each rank resumes from its own"):
+        WamStream(ds, rank=1, world_size=2, **kw).load_state_dict(state)
     mid = WamStream(ds, rank=0, world_size=2, **kw)
     next(iter(mid))
     with pytest.raises(ConfigError, match="mid-epoch at rank 0 of 2; this stream is rank 1 of 3"):
         WamStream(ds, rank=1, world_size=3, **kw).load_state_dict(mid.state_dict())
+    unequal = dict(kw, samples_per_epoch=None)
+    first = WamStream(ds, rank=0, world_size=2, **unequal)
+    list(first)
+    with pytest.raises(ConfigError, match="samples_per_epoch set"):
+        WamStream(ds, rank=0, world_size=3, **unequal).load_state_dict(first.state_dict())
 
 
 def test_resume_after_the_dataset_moved(ds, tmp_path):

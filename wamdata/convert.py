@@ -143,14 +143,16 @@ def convert(config: ConvertConfig, executor=None) -> ConvertReport:
     converter = get_converter(config.source)(**config.options)
     executor = executor or SerialExecutor()
     index = DatasetIndex.open(config.output, overwrite=config.overwrite)
-    settings = json.loads(json.dumps({"options": config.options, "video": asdict(config.video)}))
+    settings = json.loads(json.dumps({"options": config.options, "video": asdict(config.video),
+                                      "converter_revision": converter.revision}))
     before = index.settings(config.source)
     if before is not None:   # settings added since that run was started take their defaults
         before["video"] = {**asdict(VideoOptions()), **before.get("video", {})}
+        before.setdefault("converter_revision", 1)
     if before is not None and before != settings and len(index.done_items()):
         raise ConfigError(f"{config.output}: its {config.source} items were converted with {before}, this run "
-                          f"asks for {settings}; a resumed job must use the same options and video settings "
-                          "(or another --output, or --overwrite)")
+                          f"asks for {settings}; a resumed job must use the same options, video settings and "
+                          "converter revision (or another --output, or --overwrite)")
     index.save_settings(config.source, settings)
     items = discover(config, converter)
     if not items:

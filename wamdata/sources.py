@@ -51,6 +51,9 @@ class Converter:
 
     name: str = ""
     family: str = ""
+    # Bumped when what the converter writes changes (a feature's name, unit or shape): a job resumed
+    # across the change would mix two declarations of one feature in one dataset, so it is refused.
+    revision: int = 1
 
     @dataclass
     class Options:

@@ -522,9 +522,13 @@ class WamStream:
 
 def check_state(state: dict, stream: WamStream, num_workers: int) -> bool:
     """Raises unless ``state`` resumes this stream with ``num_workers``; True when it was saved at the
-    start of an epoch (nothing of it emitted yet). Such a state resumes with any ranks x workers:
-    the remaining samples are the whole epoch, however it is split. Mid-epoch, what is left
-    depends on each consumer's share, so ranks and workers must match."""
+    start of an epoch (nothing of it emitted yet).
+
+    Mid-epoch, what is left depends on each consumer's share, so rank, world size and workers must
+    match. At an epoch's start the next epoch comes whole however it is split, so the workers may
+    differ; the world size may too, but only with ``samples_per_epoch`` set: a state says where its
+    own rank stood, and only equal shares put every rank (in a lockstep loop) at the boundary with
+    it; otherwise another rank's unfinished share would be skipped."""
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise ConfigError(f"not a WamStream state (version {state.get('version') if isinstance(state, dict) else None}, "
                           f"want {STATE_VERSION})")
@@ -535,15 +539,17 @@ def check_state(state: dict, stream: WamStream, num_workers: int) -> bool:
                           "remaining samples would not be the ones left over")
     if state["seed"] != cfg.seed:
         raise ConfigError(f"state was saved with seed {state['seed']}, this stream has seed {cfg.seed}")
-    if not any(state["emitted"]):
-        return True
+    at_start = not any(state["emitted"])
     rank, world = _rank_world(cfg)
-    if state["world_size"] != world or state["rank"] != rank:
-        raise ConfigError(f"state was saved mid-epoch at rank {state['rank']} of {state['world_size']}; this "
-                          f"stream is rank {rank} of {world}: resuming mid-epoch needs the same (a state "
-                          "saved at an epoch's start resumes with any)")
-    if state["num_workers"] != max(1, num_workers) or len(state["emitted"]) != max(1, num_workers):
+    regrouped = at_start and state["world_size"] != world and cfg.samples_per_epoch is not None
+    if (state["world_size"] != world or state["rank"] != rank) and not regrouped:
+        where = "at an epoch's start" if at_start else "mid-epoch"
+        raise ConfigError(f"state was saved {where} at rank {state['rank']} of {state['world_size']}; this stream "
+                          f"is rank {rank} of {world}: each rank resumes from its own state; another world "
+                          "size only from a state saved at an epoch's start with samples_per_epoch set "
+                          "(equal shares, so every rank was at that boundary)")
+    if not at_start and (state["num_workers"] != max(1, num_workers) or len(state["emitted"]) != max(1, num_workers)):
         raise ConfigError(f"state was saved mid-epoch with {state['num_workers']} worker(s), this loader has "
                           f"{max(1, num_workers)}: resuming mid-epoch needs the same number (a state saved "
                           "at an epoch's start resumes with any)")
-    return False
+    return at_start
