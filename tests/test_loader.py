@@ -244,6 +244,27 @@ def test_harmonised_mixture_with_video_only_source(ds, ego):
     assert seen == {"ds", "ego"}
 
 
+def test_placeholder_camera_comes_masked_and_black(tmp_path):
+    """A camera its converter flagged as a placeholder in some episodes (Bridge's blank image_3):
+    those episodes' windows mask it and give black frames; the others show it."""
+    from tests.fixtures.loader_data import episode
+    from wamdata.format.writer import write_dataset
+    from wamdata.schema import ArrayFrames, Camera
+
+    eps = [episode(e, 8) for e in range(3)]
+    eps[1].cameras["wrist"] = Camera("wrist", ArrayFrames(np.zeros((8, 32, 48, 3), np.uint8)),
+                                     metadata={"placeholder": True})
+    write_dataset(str(tmp_path / "ds"), eps)
+    stream = WamStream(str(tmp_path / "ds"), cameras=["front", "wrist"], normalize=None, image_size=None)
+    n = 0
+    for s in stream:
+        blank = s["episode_id"] == "ep0001"
+        assert s["camera_mask"].tolist() == [True, not blank], s["episode_id"]
+        assert s["frames"]["wrist"].any() != blank and s["frames"]["front"].any()
+        n += 1
+    assert n == 24
+
+
 def test_a_pinned_layout_carries_over_to_a_subset(ds, ego):
     """A model trained on a mixture, evaluated on one of its datasets: the mixture's layout, given as
     {name: width}, makes the subset's vectors line up dimension for dimension."""
