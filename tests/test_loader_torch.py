@@ -350,8 +350,10 @@ def test_worker_shared_buffers_are_reused_only_once_every_view_is_dropped(ds, pi
 @pytest.mark.parametrize("given", [None, 2, 6])
 def test_worker_prefetch_defaults_to_four_and_the_ring_covers_it(ds, given):
     """Workers prefetch 4 batches unless told otherwise, and each worker's ring of shared buffers is
-    sized from the prefetch: a trainer that drops each batch before the next never makes a worker
-    fall back to a fresh (page-faulting) segment."""
+    sized from the prefetch: while every worker is producing, a trainer that drops each batch before
+    the next never makes a worker fall back to a fresh (page-faulting) segment. (Once a worker is
+    done, the DataLoader sends all prefetch x workers tasks to the others, which may then take fresh
+    segments for the epoch's last batches: by design, see RING_SPARE_SLOTS.)"""
     from wamdata.loader import torch_adapter
 
     stream = WamStream(ds, cameras=["front", "wrist"], image_size=(16, 24), shuffle_buffer=32, seed=3)
@@ -361,7 +363,7 @@ def test_worker_prefetch_defaults_to_four_and_the_ring_covers_it(ds, given):
     real = torch_adapter.RingWatcher.received
 
     def spy(self, batch):
-        slots.append(batch.get("_slot", -1))
+        slots.append((batch["_worker"], batch.get("_slot", -1)))
         real(self, batch)
 
     torch_adapter.RingWatcher.received = spy
@@ -370,8 +372,9 @@ def test_worker_prefetch_defaults_to_four_and_the_ring_covers_it(ds, given):
     finally:
         torch_adapter.RingWatcher.received = real
     assert n == sum(LENGTHS)
-    assert len(slots) > 2 * ((given or 4) + torch_adapter.RING_SPARE_SLOTS), "too few batches to fill a ring"
-    assert all(s >= 0 for s in slots), f"a worker ran out of ring slots: {slots}"
+    both = min(max(i for i, (w, _) in enumerate(slots) if w == worker) for worker in (0, 1))
+    assert both > 2 * ((given or 4) + torch_adapter.RING_SPARE_SLOTS), "too few batches to fill a ring"
+    assert all(s >= 0 for _, s in slots[:both]), f"a worker ran out of ring slots: {slots}"
 
 
 def test_read_ahead_thread_changes_nothing_but_speed(ds):

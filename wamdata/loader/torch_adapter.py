@@ -174,7 +174,9 @@ def unpack(batch: dict, base=None) -> dict:
 # shared memory per worker (~55 MB each at 32 x 10 frames of 180x320).
 PREFETCH_BATCHES = 4
 # shared buffers per worker beyond its prefetched batches: the one being filled, those the trainer
-# still holds, one waiting in the DataLoader's reorder buffer
+# still holds, one waiting in the DataLoader's reorder buffer. At an epoch's tail, once a worker is
+# done, the DataLoader sends all prefetch x workers tasks to the others; those last batches may take
+# fresh segments (freed after use) rather than every ring growing to prefetch x workers for good.
 RING_SPARE_SLOTS = 3
 
 
