@@ -87,19 +87,24 @@ def _is_episode_folder(filenames) -> bool:
     return "trajectory.h5" in filenames or any(_is_metadata(f) for f in filenames)
 
 
+def _fs_of(path: str):
+    """(filesystem, path) of a local path or an fsspec URL; a plain path is never parsed as a URL
+    chain (fsspec reads "a::b" as one) and comes back absolute."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    if "://" not in path:
+        return LocalFileSystem(), os.path.abspath(path)
+    fs, path = fsspec.core.url_to_fs(path)
+    return fs, path.rstrip("/")
+
+
 def _episode_folders(root: str):
     """(filesystem, root path, the episode folders under it). Locally a walk that does not enter an
     episode's recordings/; in an object store one recursive listing (a listing call per folder would
     be ~10^5 sequential requests for DROID raw). A folder that cannot be listed is an error, never a
     silently missing subtree."""
-    import fsspec
-    from fsspec.implementations.local import LocalFileSystem
-
-    if "://" not in root:   # a plain path: never parsed as a URL chain ("a::b")
-        fs, base = LocalFileSystem(), os.path.abspath(root)
-    else:
-        fs, base = fsspec.core.url_to_fs(root)
-        base = base.rstrip("/")
+    fs, base = _fs_of(root)
     if is_local(fs):
         folders = []
         for dirpath, dirnames, filenames in fs.walk(base, topdown=True, on_error="raise"):
@@ -242,9 +247,7 @@ class DroidRaw(Converter):
         keep alive while the frames are read, or None). A remote folder is copied in part: the
         metadata json, trajectory.h5 and the left-eye MP4s (SVO and stereo recordings are large and
         unused); ``fs.get`` errors name the file."""
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(item.path)
+        fs, path = _fs_of(item.path)
         mp4_dir = posixpath.join(path, "recordings", "MP4")
         staging = None
         try:

@@ -49,7 +49,7 @@ def test_registered_and_options():
     assert DroidRaw(max_trim="5").options.max_trim == 5
 
 
-def test_discover_count_ids_and_determinism(tree):
+def test_discover_count_ids_and_determinism(tree, episodes):
     conv = DroidRaw()
     ids = [it.id for it in conv.discover(tree["root"])]
     assert ids == [e["id"] for e in tree["episodes"]] == sorted(ids)
@@ -64,6 +64,9 @@ def test_discover_count_ids_and_determinism(tree):
     odd = os.path.join(os.path.dirname(tree["root"]), "raw::copy")
     os.symlink(tree["root"], odd)
     assert [it.id for it in conv.discover(odd)] == ids
+    ok = next(e for e in tree["episodes"] if e["ok"])
+    read = conv.read(next(it for it in conv.discover(odd) if it.id == ok["id"]))
+    np.testing.assert_array_equal(read.steps["state.eef_pos"], episodes[ok["id"]][1].steps["state.eef_pos"])
     assert [it.path for it in conv.discover(os.path.join(tree["root"], "IRIS", ".."))] == \
         [it.path for it in conv.discover(tree["root"])]
 
