@@ -53,7 +53,7 @@ from converters.rotations import euler_xyz_to_quat, pose6_to_matrix
 from wamdata.errors import ConfigError, WamdataError
 from wamdata.media import VideoFileFrames
 from wamdata.schema import TIMESTAMP, Camera, Episode
-from wamdata.sources import Converter, SourceError, SourceItem, is_local, register, url_of
+from wamdata.sources import Converter, SourceError, SourceItem, is_local, register, source_fs, url_of
 
 FPS = 15.0
 MAX_JOINT_DELTA = 0.2  # rad per step at |command| = 1 (droid/robot_ik/robot_ik_solver.py)
@@ -87,24 +87,12 @@ def _is_episode_folder(filenames) -> bool:
     return "trajectory.h5" in filenames or any(_is_metadata(f) for f in filenames)
 
 
-def _fs_of(path: str):
-    """(filesystem, path) of a local path or an fsspec URL; a plain path is never parsed as a URL
-    chain (fsspec reads "a::b" as one) and comes back absolute."""
-    import fsspec
-    from fsspec.implementations.local import LocalFileSystem
-
-    if "://" not in path:
-        return LocalFileSystem(), os.path.abspath(path)
-    fs, path = fsspec.core.url_to_fs(path)
-    return fs, path.rstrip("/")
-
-
 def _episode_folders(root: str):
     """(filesystem, root path, the episode folders under it). Locally a walk that does not enter an
     episode's recordings/; in an object store one recursive listing (a listing call per folder would
     be ~10^5 sequential requests for DROID raw). A folder that cannot be listed is an error, never a
     silently missing subtree."""
-    fs, base = _fs_of(root)
+    fs, base = source_fs(root)
     if is_local(fs):
         folders = []
         for dirpath, dirnames, filenames in fs.walk(base, topdown=True, on_error="raise"):
@@ -247,7 +235,7 @@ class DroidRaw(Converter):
         keep alive while the frames are read, or None). A remote folder is copied in part: the
         metadata json, trajectory.h5 and the left-eye MP4s (SVO and stereo recordings are large and
         unused); ``fs.get`` errors name the file."""
-        fs, path = _fs_of(item.path)
+        fs, path = source_fs(item.path)
         mp4_dir = posixpath.join(path, "recordings", "MP4")
         staging = None
         try:

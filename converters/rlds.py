@@ -44,18 +44,11 @@ from converters.rlds_mapping import FieldSpec, apply_conversion, decode_field, f
 from wamdata.errors import ConfigError, SourceError
 from wamdata.media import LazyFrames, decode_image, encoded_image_frames
 from wamdata.schema import Camera, Episode, LanguageSegment
-from wamdata.sources import Converter, SourceItem, register, url_of
+from wamdata.sources import Converter, SourceItem, register, source_fs, url_of
 
 RLDS_FLAGS = ("is_first", "is_last", "is_terminal", "reward", "discount")
 DEFAULT_FPS = 10.0
 _SHARD_RE = re.compile(r"^(?P<name>.+)-(?P<split>[^-.]+)\.tfrecord(?:-(?P<shard>\d+)-of-\d+)?$")
-
-
-@functools.lru_cache(maxsize=256)
-def _fs(path: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(path)
 
 
 def _safe(s: str) -> str:
@@ -99,7 +92,7 @@ class RLDS(Converter):
     # --- discover ---------------------------------------------------------------------------------
 
     def _dataset_dirs(self, root: str) -> list[str]:
-        fs, path = _fs(root)
+        fs, path = source_fs(root)
         if fs.exists(posixpath.join(path, "features.json")):
             return [path]
         found = fs.glob(posixpath.join(path, "*/features.json")) + fs.glob(posixpath.join(path, "*/*/features.json"))
@@ -108,7 +101,7 @@ class RLDS(Converter):
         return sorted(posixpath.dirname(p) for p in found)
 
     def discover(self, root: str) -> Iterator[SourceItem]:
-        fs, _ = _fs(root)
+        fs, _ = source_fs(root)
         for vdir in self._dataset_dirs(root):
             info = json.loads(fs.cat_file(posixpath.join(vdir, "dataset_info.json")))
             name, version = info.get("name", posixpath.basename(posixpath.dirname(vdir))), info.get("version", "")
@@ -147,14 +140,14 @@ class RLDS(Converter):
 
     def _spec(self, vdir: str) -> dict[str, FieldSpec]:
         if vdir not in self._specs:
-            fs, _ = _fs(vdir)
+            fs, _ = source_fs(vdir)
             self._specs[vdir] = flatten_features(json.loads(fs.cat_file(posixpath.join(vdir, "features.json"))))
         return self._specs[vdir]
 
     def _record(self, item: SourceItem) -> bytes:
         if item.info.get("error"):
             raise SourceError(item, f"rlds: {item.info['error']}")
-        fs, _ = _fs(item.path)
+        fs, _ = source_fs(item.path)
         try:
             with fs.open(item.path, "rb") as f:
                 offset = item.info.get("offset")

@@ -18,6 +18,8 @@ group, so the core never imports a converter by name.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 import typing
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -77,6 +79,19 @@ class Converter:
             default = f.default if f.default is not dataclasses.MISSING else None
             out.append((f.name, _type_name(hints[f.name]), default))
         return out
+
+
+@functools.lru_cache(maxsize=256)
+def source_fs(path: str):
+    """(fsspec filesystem, path) of a converter's input: a local path or an fsspec URL. A plain path
+    is never parsed as a URL chain (fsspec reads "a::b" as one) and comes back absolute."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    if "://" not in path:
+        return LocalFileSystem(), os.path.abspath(path)
+    fs, path = fsspec.core.url_to_fs(path)
+    return fs, path.rstrip("/")
 
 
 def is_local(fs) -> bool:
