@@ -71,11 +71,12 @@ def encode_camera(episode: Episode, name: str, opts: VideoOptions) -> tuple[byte
     same_size = opts.resolution is None or tuple(opts.resolution) == (src.width, src.height)
     if opts.codec == "copy" and src_path and src_codec in video.COPYABLE and same_size:
         data, n = video.stream_copy(src_path, episode.fps, max_frames=T)
-        codec, wh, copied = src_codec, (src.width, src.height), True
+        codec, wh, copied, fast = src_codec, (src.width, src.height), True, False
     else:
         target = "h264" if opts.codec == "copy" else opts.codec
+        fast = opts.fast_decode and target == "h264"
         data, n, wh = video.encode_video(src.iter_frames(), episode.fps, target, opts.crf, opts.resolution,
-                                         fast_decode=opts.fast_decode and target == "h264")
+                                         fast_decode=fast)
         codec, copied = target, False
     if n != T:
         raise FormatError(f"episode {episode.episode_id!r}: camera {name!r} yielded {n} frames for {T} steps")
@@ -86,7 +87,7 @@ def encode_camera(episode: Episode, name: str, opts: VideoOptions) -> tuple[byte
         "num_frames": n,
         "codec": codec,
         "stream_copied": copied,
-        "fast_decode": bool(opts.fast_decode and not copied and codec == "h264"),
+        "fast_decode": bool(fast),
         "source_size": [src.width, src.height],
         "source_codec": src_codec,
         "intrinsics": _as_list(cam.intrinsics),
