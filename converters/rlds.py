@@ -150,14 +150,14 @@ class RLDS(Converter):
         fs, _ = source_fs(item.path)
         try:
             with fs.open(item.path, "rb") as f:
-                offset = item.info.get("offset")
+                offset, size = item.info.get("offset"), fs.size(item.path)
                 if offset is None:  # an item rebuilt from its id alone: locate the record again
-                    spans = tfr.scan_records(f, fs.size(item.path))
+                    spans = tfr.scan_records(f, size)
                     if item.index >= len(spans) or spans[item.index].error:
                         raise tfr.RecordError(f"record {item.index} not found "
                                               f"({spans[-1].error if spans else 'empty shard'})")
                     offset = spans[item.index].offset
-                return tfr.read_record(f, offset, item.index)
+                return tfr.read_record(f, offset, item.index, size)
         except tfr.RecordError as e:
             raise SourceError(item, f"rlds: {e}") from None
 

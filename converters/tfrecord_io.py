@@ -82,8 +82,11 @@ def scan_records(f, file_size: int) -> list[RecordSpan]:
     return spans
 
 
-def read_record(f, offset: int, index: int = -1) -> bytes:
-    """The payload of the record at ``offset``, both CRCs verified; RecordError otherwise."""
+def read_record(f, offset: int, index: int, file_size: int) -> bytes:
+    """The payload of the record at ``offset``, both CRCs verified; RecordError otherwise.
+
+    The length a header declares is checked against ``file_size`` before anything is allocated: a
+    forged header (its CRC is easy to forge too) asking for terabytes fails at once."""
     f.seek(offset)
     header = f.read(HEADER)
     if len(header) < HEADER:
@@ -91,6 +94,9 @@ def read_record(f, offset: int, index: int = -1) -> bytes:
     if masked_crc32c(header[:8]) != struct.unpack("<I", header[8:])[0]:
         raise RecordError(f"bad length CRC in record {index} at byte {offset}")
     length = struct.unpack("<Q", header[:8])[0]
+    if offset + HEADER + length + FOOTER > file_size:
+        raise RecordError(f"truncated shard: record {index} at byte {offset} declares {length} bytes, "
+                          f"past the end of the {file_size}-byte file")
     body = f.read(length + FOOTER)
     if len(body) < length + FOOTER:
         raise RecordError(f"truncated shard: record {index} at byte {offset} has {len(body)} of "
@@ -142,6 +148,15 @@ def _fields(buf: bytes, start: int, end: int):
         yield num, wt, val
 
 
+def _messages(buf: bytes, start: int, end: int):
+    """Yield (field number, (start, end)) of the length-delimited fields Example's nesting is made of;
+    any other wire type there is a malformed record, not a value to unpack."""
+    for num, wt, val in _fields(buf, start, end):
+        if wt != 2:
+            raise ValueError(f"field {num} has wire type {wt} where a length-delimited message belongs")
+        yield num, val
+
+
 def _signed64(v: int) -> int:
     return v - (1 << 64) if v >= (1 << 63) else v
 
@@ -182,18 +197,18 @@ def parse_example(buf: bytes) -> dict[str, tuple[str, object]]:
     """A serialized ``tf.train.Example`` -> {key: (kind, values)}, kind in ``bytes`` (list of bytes,
     exact), ``float`` (float32 array), ``int64`` (int64 array)."""
     out: dict[str, tuple[str, object]] = {}
-    for num, _, (fs, fe) in _fields(buf, 0, len(buf)):
+    for num, (fs, fe) in _messages(buf, 0, len(buf)):
         if num != 1:  # Example.features
             continue
-        for fnum, _, (es, ee) in _fields(buf, fs, fe):
+        for fnum, (es, ee) in _messages(buf, fs, fe):
             if fnum != 1:  # Features.feature map entry
                 continue
             key, value = None, ("bytes", [])
-            for enum_, _, (vs, ve) in _fields(buf, es, ee):
+            for enum_, (vs, ve) in _messages(buf, es, ee):
                 if enum_ == 1:
                     key = buf[vs:ve].decode("utf-8")
                 elif enum_ == 2:
-                    for knum, _, (ks, ke) in _fields(buf, vs, ve):
+                    for knum, (ks, ke) in _messages(buf, vs, ve):
                         if knum == 1:
                             value = ("bytes", _bytes_list(buf, ks, ke))
                         elif knum == 2:

@@ -36,9 +36,11 @@ class StoredEpisode:
         self._members = members
         try:
             self.meta: dict = json.loads(members["json"])
-        except KeyError:
-            raise FormatError(f"{where}: sample has no metadata member {key}.json") from None
-        self.episode_id: str = self.meta["episode_id"]
+            self.episode_id: str = self.meta["episode_id"]
+        except KeyError as e:
+            raise FormatError(f"{where}: sample has no metadata member {key}.json or no {e} in it") from None
+        except (ValueError, TypeError) as e:   # UnicodeDecodeError is a ValueError
+            raise FormatError(f"{where}: metadata member {key}.json is not a JSON object ({e})") from None
 
     @cached_property
     def features(self) -> dict[str, Feature]:
@@ -56,6 +58,8 @@ class StoredEpisode:
             return pq.ParquetFile(pa.BufferReader(self._members["steps.parquet"])).read()
         except KeyError:
             raise FormatError(f"{self.where}: sample has no steps member {self.key}.steps.parquet") from None
+        except (pa.ArrowException, OSError) as e:
+            raise FormatError(f"{self.where}: unreadable steps member {self.key}.steps.parquet ({e})") from None
 
     @property
     def num_steps(self) -> int:
@@ -74,6 +78,9 @@ class StoredEpisode:
             return col.to_numpy(zero_copy_only=False)
         shape = self.features[name].shape
         flat = col.flatten().to_numpy(zero_copy_only=False)
+        if flat.size != len(col) * int(np.prod(shape)):
+            raise FormatError(f"{self.where}: step column {name!r} holds {flat.size} values for {len(col)} steps, "
+                              f"its declared shape {list(shape)} needs {len(col) * int(np.prod(shape))}")
         return flat.reshape(len(col), *shape)
 
     def video_bytes(self, camera: str) -> bytes:

@@ -1,0 +1,181 @@
+"""Hostile input is contained: fuzzed TFRecord, tar and parquet bytes raise only the readers' own
+errors (never a crash, a hang or a huge allocation), forged sizes fail before allocating, tar members
+are read as data (never extracted by name), and ids derived from source metadata cannot escape the
+output folder. The fuzz runs a bounded number of examples in the default suite."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tarfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from converters import tfrecord_io as tfr
+from tests.fixtures.loader_data import make_dataset
+from wamdata.errors import FormatError
+from wamdata.format import layout
+from wamdata.format.reader import StoredEpisode, _samples
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _record(payload: bytes) -> bytes:
+    length = struct.pack("<Q", len(payload))
+    return (length + struct.pack("<I", tfr.masked_crc32c(length)) + payload
+            + struct.pack("<I", tfr.masked_crc32c(payload)))
+
+
+def _example(features: dict[str, bytes]) -> bytes:
+    """A serialized tf.train.Example with one BytesList per key (hand-written wire format)."""
+    def ld(num, data):
+        n, out = len(data), bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                break
+        return bytes([num << 3 | 2]) + bytes(out) + data
+    entries = b"".join(ld(1, ld(1, k.encode()) + ld(2, ld(1, ld(1, v)))) for k, v in features.items())
+    return ld(1, entries)
+
+
+@FUZZ
+@given(st.binary(max_size=400))
+def test_fuzzed_example_bytes_raise_only_value_errors(data):
+    try:
+        out = tfr.parse_example(data)
+    except (ValueError, IndexError):   # what rlds.read turns into a SourceError naming the record
+        return
+    assert isinstance(out, dict)
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_tfrecord_files_fail_as_record_errors(data):
+    good = _record(_example({"steps/observation/state": b"\x00" * 8, "name": b"abc"})) * 2
+    buf = bytearray(good)
+    for _ in range(data.draw(st.integers(1, 6))):
+        buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(buf)))
+    buf = bytes(buf[:cut])
+    f = io.BytesIO(buf)
+    for span in tfr.scan_records(f, len(buf)):
+        if span.error:
+            continue
+        try:
+            tfr.parse_example(tfr.read_record(f, span.offset, span.index, len(buf)))
+        except (tfr.RecordError, ValueError, IndexError):
+            pass
+
+
+def test_forged_record_length_fails_before_allocating():
+    """A header (with a valid CRC) declaring 1 TB: refused from the file size, nothing read."""
+    length = struct.pack("<Q", 1 << 40)
+    forged = length + struct.pack("<I", tfr.masked_crc32c(length)) + b"x" * 64
+    f = io.BytesIO(forged)
+    with pytest.raises(tfr.RecordError, match="declares 1099511627776 bytes, past the end"):
+        tfr.read_record(f, 0, 0, len(forged))
+    assert tfr.scan_records(f, len(forged))[0].error.startswith("truncated shard")
+
+
+@pytest.fixture(scope="module")
+def shard_bytes(tmp_path_factory):
+    path = make_dataset(tmp_path_factory.mktemp("hostile") / "ds", n=2, steps=4, shard_size_mb=1, stats=False,
+                        cameras=("front",), size=(16, 16))
+    import wamdata
+
+    ds = wamdata.open_dataset(path)
+    with open(f"{path}/{ds.shards[0]}", "rb") as f:
+        return f.read()
+
+
+def _read_all(data: bytes) -> None:
+    for key, members in _samples(io.BytesIO(data), "fuzzed.tar"):
+        ep = StoredEpisode(key, members, f"fuzzed.tar#{key}")
+        ep.steps   # parse the parquet member too
+        for name in ep.steps.column_names:
+            ep.array(name)
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_shards_raise_only_format_errors(shard_bytes, data):
+    buf = bytearray(shard_bytes)
+    for _ in range(data.draw(st.integers(1, 8))):
+        buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
+    buf = bytes(buf[:data.draw(st.integers(0, len(buf)))])
+    try:
+        _read_all(buf)
+    except FormatError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_random_parquet_members_raise_format_errors(blob):
+    members = {"json": b'{"episode_id": "x", "features": {}, "num_steps": 1, "cameras": {}}',
+               "steps.parquet": b"PAR1" + blob + b"PAR1"}
+    with pytest.raises(FormatError):
+        StoredEpisode("x", members, "fuzzed.tar#x").steps
+
+
+def test_tar_members_are_read_as_data_never_extracted(tmp_path):
+    """Member names like ../../escape or /etc/passwd are grouped as sample keys and read into memory;
+    nothing is written anywhere."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("../../escape.json", b'{"episode_id": "e"}'), ("/etc/passwd.json", b'{"episode_id": "p"}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    before = set(tmp_path.parent.parent.rglob("escape*"))
+    samples = list(_samples(io.BytesIO(buf.getvalue()), "hostile.tar"))
+    # keys split at the first dot as webdataset does; the payloads are in memory, nothing on disk
+    assert [sorted(m.values()) for _, m in samples] == [[b'{"episode_id": "e"}'], [b'{"episode_id": "p"}']]
+    assert set(tmp_path.parent.parent.rglob("escape*")) == before
+
+
+@pytest.mark.parametrize("episode_id", ["../../../etc/passwd", "/abs/path", "a\x00b", "x" * 5000, "ép/../..",
+                                        "..", "con.json", "a.b.c"])
+def test_episode_keys_stay_inside_the_shard_namespace(episode_id):
+    key = layout.episode_key(episode_id)
+    assert key == layout.episode_key(episode_id)          # deterministic
+    assert "/" not in key and "." not in key and "\x00" not in key
+    assert 0 < len(key) <= 160
+    member = layout.META_MEMBER.format(key=key)
+    assert member.split(".", 1)[0] == key                  # webdataset sees exactly one sample key
+
+
+def test_similar_hostile_ids_keep_distinct_keys():
+    ids = ["../a", "/a", "a", "a\x00", "a/"]
+    assert len({layout.episode_key(i) for i in ids}) == len(ids)
+
+
+def test_manifests_are_read_with_a_safe_loader(tmp_path):
+    from wamdata.errors import ConfigError
+    from wamdata.loader.manifest import load_manifest
+
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("datasets: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(ConfigError):
+        load_manifest(str(evil))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_array_is_bounded_by_its_declared_shape(shard_bytes):
+    """A steps member whose column length disagrees with the feature's declared shape is a
+    FormatError naming the member, not a reshape crash or a silent misread."""
+    samples = list(_samples(io.BytesIO(shard_bytes), "s.tar"))
+    key, members = samples[0]
+    import json
+
+    meta = json.loads(members["json"])
+    meta["features"]["state.eef_pos"]["shape"] = [5]
+    members = {**members, "json": json.dumps(meta).encode()}
+    with pytest.raises(FormatError, match="state.eef_pos"):
+        StoredEpisode(key, members, f"s.tar#{key}").array("state.eef_pos")
+    assert np.isfinite(StoredEpisode(key, samples[0][1], "ok").array("state.eef_pos")).all()
