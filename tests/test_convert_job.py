@@ -321,3 +321,77 @@ def test_mistakes_stop_before_anything_is_written_or_deleted(tmp_path):
     with pytest.raises(ConfigError, match="same options, video settings"):
         run(resolution=(32, 24))
     assert run(resolution=(32, 24), overwrite=True).converted == 2
+
+
+def _source_values(arrays: dict, key: str) -> np.ndarray:
+    x = np.concatenate([a[key] for a in arrays.values()])
+    return x.reshape(len(x), -1)
+
+
+def _check_entry(entry: dict, x: np.ndarray) -> None:
+    """A stats.json entry against numpy: exact moments, quantiles within the KLL rank error."""
+    assert entry["count"] == len(x)
+    np.testing.assert_allclose(entry["mean"], x.mean(axis=0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(entry["std"], x.std(axis=0), rtol=1e-9, atol=1e-12)
+    assert entry["min"] == x.min(axis=0).tolist() and entry["max"] == x.max(axis=0).tolist()
+    srt = np.sort(x, axis=0)
+    for key, q in (("q01", 0.01), ("q50", 0.5), ("q99", 0.99)):
+        below = (srt < np.asarray(entry[key])).mean(axis=0)
+        at_or_below = (srt <= np.asarray(entry[key])).mean(axis=0)
+        assert np.all((below - 0.005 <= q) & (q <= at_or_below + 0.005)), (key, below, at_or_below)
+
+
+def test_conversion_writes_stats_the_stream_normalises_with(tmp_path, ray_session):
+    """`convert` then `WamStream(out)` with the default normalize="stats": no `wamdata stats` between."""
+    from wamdata.loader import WamStream
+    from wamdata.stats import load_stats
+
+    src = write_npz_tree(tmp_path / "src", n=6, T=15)
+    _run(tmp_path / "src", tmp_path / "ds", workers=2, unit_size=2)
+    out = str(tmp_path / "ds")
+    stats = load_stats(out)
+    assert stats["episodes"] == 6 and stats["steps"] == 90
+    assert sorted(stats["by_embodiment"]) == ["testbot"]
+    for name, key in (("state.eef_pos", "eef_pos"), ("state.gripper", "gripper"), ("action.joint_pos", "action")):
+        _check_entry(stats["all"][name], _source_values(src, key))
+    assert len(os.listdir(tmp_path / "ds" / "shards")) == 3      # one partial per shard, merged
+    assert sorted(p for p in os.listdir(tmp_path / "ds" / "_index") if p.endswith(".stats.json")) == [
+        f"shard-{i:06d}.stats.json" for i in range(3)]
+    sample = next(iter(WamStream(out, cameras=[], shuffle_buffer=1)))
+    assert np.isfinite(sample["state"]).all() and np.abs(sample["state"]).max() < 10   # normalised
+
+
+def test_resumed_conversion_gives_the_stats_of_a_one_shot_run(tmp_path, ray_session):
+    """Stats of a job stopped after some shards and resumed (a killed driver's orphan summary left
+    behind, one shard's summary lost) equal a one-shot run's: every shard counted once."""
+    from wamdata.stats import load_stats
+
+    write_npz_tree(tmp_path / "src", n=7, T=12)
+    _run(tmp_path / "src", tmp_path / "once", unit_size=2)
+    _run(tmp_path / "src", tmp_path / "ds", limit=3, unit_size=2)
+    parts = tmp_path / "ds" / "_index"
+    (parts / "shard-000099.stats.json").write_bytes(b"{}")     # summary written, marker never was
+    (parts / "shard-000000.stats.json").unlink()              # e.g. a shard written by an older wamdata
+    _run(tmp_path / "src", tmp_path / "ds", unit_size=2)
+    assert not (parts / "shard-000099.stats.json").exists()
+    once, resumed = load_stats(str(tmp_path / "once")), load_stats(str(tmp_path / "ds"))
+    assert resumed["episodes"] == once["episodes"] == 7 and resumed["steps"] == once["steps"] == 84
+    assert resumed["counters"] == once["counters"] and resumed["flags"] == once["flags"]
+    assert resumed["all"].keys() == once["all"].keys()
+    for name, a in once["all"].items():
+        b = resumed["all"][name]
+        assert a["count"] == b["count"] and a["min"] == b["min"] and a["max"] == b["max"]
+        np.testing.assert_allclose(b["mean"], a["mean"], rtol=1e-12)
+        np.testing.assert_allclose(b["std"], a["std"], rtol=1e-9)
+        for q in ("q01", "q50", "q99"):   # fewer values than the sketch's k: quantiles exact in both
+            assert b[q] == a[q]
+
+
+def test_conversion_without_stats_removes_a_stale_stats_json(tmp_path, ray_session):
+    write_npz_tree(tmp_path / "src", n=4, T=10)
+    _run(tmp_path / "src", tmp_path / "ds", limit=2, unit_size=2)
+    assert (tmp_path / "ds" / "stats.json").exists()
+    _run(tmp_path / "src", tmp_path / "ds", stats=False, unit_size=2)
+    assert not (tmp_path / "ds" / "stats.json").exists()
+    assert sorted(p for p in os.listdir(tmp_path / "ds" / "_index") if p.endswith(".stats.json")) == [
+        "shard-000000.stats.json"]

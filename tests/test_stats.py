@@ -207,3 +207,40 @@ def test_report_and_cli(dataset, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["breakdown"]["ur5"]["episodes"] == 6 and report["stats"] == load_stats(path)
     assert main(["stats", str(tmp_path / "missing")]) == 2
+
+
+def test_partials_kept_at_write_time_equal_the_stats_read_back(dataset, tmp_path):
+    """What the conversion job stores per shard (StatsPartial observing episodes in memory as the
+    writer writes them, stored as JSON bytes beside the done marker) merges to the stats.json that
+    `wamdata stats` reads back from the shards: NaN, ints, bools and strings handled alike."""
+    from wamdata.format.index import DatasetIndex
+    from wamdata.format.writer import VideoOptions, write_unit
+    from wamdata.stats import conversion_stats, dump_state, load_state
+
+    _, episodes = dataset
+    idx = DatasetIndex.open(str(tmp_path / "ds"))
+    for u in range(3):
+        work = ((ep.episode_id, "", (lambda ep=ep: [ep])) for ep in episodes[u::3])
+        result = write_unit(idx.fs, idx.root, f"u{u}", work, VideoOptions(), shard_size_mb=0.3, summary=StatsPartial)
+        assert len(result.summaries) == len(result.shards) >= 2
+        idx.commit(result)
+    idx.finalize()
+    parts = idx.shard_summaries()
+    assert all(b is not None for b in parts.values()) and len(parts) >= 6
+    state = load_state(next(iter(parts.values())))
+    assert dump_state(StatsPartial.from_state(state).to_state()) == dump_state(state)   # lossless round trip
+    kept = conversion_stats(str(tmp_path / "ds"), parts, write=False)
+    read = compute_stats(str(tmp_path / "ds"), write=False)
+    assert kept["counters"] == read["counters"] and kept["flags"] == read["flags"]
+    assert (kept["episodes"], kept["steps"]) == (read["episodes"], read["steps"])
+    for group in ("all", *EMBODIMENTS):
+        a = kept["all"] if group == "all" else kept["by_embodiment"][group]
+        b = read["all"] if group == "all" else read["by_embodiment"][group]
+        assert a.keys() == b.keys()
+        for name in a:
+            for key in ("count", "shape", "min", "max", "nonfinite"):
+                assert a[name].get(key) == b[name].get(key), (group, name, key)
+            np.testing.assert_allclose(a[name]["mean"], b[name]["mean"], rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(a[name]["std"], b[name]["std"], rtol=1e-9, atol=1e-12)
+    for name, entry in kept["all"].items():
+        check_feature(entry, flat(episodes, name))

@@ -9,6 +9,11 @@ commits shards and the index, so there is a single writer of the index.
 
 Resume: items already in the index (or recorded as failed) are skipped; partial shards are discarded
 when the dataset is opened. ``overwrite`` starts afresh; ``retry_failed`` reads failed items again.
+
+Statistics: each task folds the episodes of each shard it writes into a mergeable partial
+(:class:`wamdata.stats.StatsPartial`, from the values in memory), stored beside the shard's done
+marker; finalizing merges the partials of every committed shard into ``stats.json``, so a converted
+dataset streams with ``normalize="stats"`` at once, and a resumed or extended one counts each shard once.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Callable, Iterable, Iterator
 from tqdm import tqdm
 
 from wamdata import __version__
+from wamdata import stats as wstats
 from wamdata.errors import ConfigError, WamdataError
 from wamdata.format import layout
 from wamdata.format.index import DatasetIndex, dataset_or_empty
@@ -52,6 +58,8 @@ class ConvertConfig:
     retry_failed: bool = False
     quiet: bool = False
     unit_size: int | None = None  # items per work unit; default spreads items over ~4 units per worker
+    stats: bool = True  # partial statistics per shard in the tasks, stats.json at the end (False: neither,
+                        # and a stats.json of an earlier run is removed: it would not cover the new shards)
 
     @property
     def video(self) -> VideoOptions:
@@ -113,7 +121,8 @@ def run_unit(config: ConvertConfig, unit: str, items: list[SourceItem]) -> UnitR
         return produce
 
     work = ((it.id, it.path, read(it)) for it in items)
-    return write_unit(fs, root, unit, work, config.video, config.shard_size_mb)
+    summary = wstats.StatsPartial if config.stats else None
+    return write_unit(fs, root, unit, work, config.video, config.shard_size_mb, summary=summary)
 
 
 def plan_units(items: list[SourceItem], workers: int, unit_size: int | None) -> list[tuple[str, list[SourceItem]]]:
@@ -192,6 +201,12 @@ def convert(config: ConvertConfig, executor=None) -> ConvertReport:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     info = index.finalize(conversion)
+    if config.stats:
+        wstats.conversion_stats(config.output, index.shard_summaries())
+    elif index.fs.exists(index.path(wstats.STATS_FILE)):
+        log.warning("%s: removing %s (conversion without statistics); write it with `wamdata stats %s`",
+                    config.output, wstats.STATS_FILE, config.output)
+        index.fs.rm(index.path(wstats.STATS_FILE))
     report.failures_total = info["counts"]["failures"]
     report.wall_s = time.time() - start
     return report

@@ -35,6 +35,7 @@ digits between runs; every other value is exact (up to float64 rounding of the m
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import uuid
@@ -58,7 +59,7 @@ STAT_PREFIXES = ("state.", "action.", "extra.")
 __all__ = [
     "STATS_FILE", "DEFAULT_K", "FeatureStats", "StatsPartial", "merge", "merge_all",
     "stats_features", "flag_features", "shard_partial", "finish", "compute_stats", "write_stats",
-    "load_stats",
+    "load_stats", "dump_state", "load_state", "conversion_stats",
 ]
 
 
@@ -213,6 +214,38 @@ def _floats(a: np.ndarray) -> list:
     return [float(v) if np.isfinite(v) else None for v in np.asarray(a, np.float64)]
 
 
+def _plain(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()   # float64 -> Python floats: repr round-trips exactly; +-inf of empty dims kept
+    if isinstance(v, (bytes, bytearray)):
+        return {"b64": base64.b64encode(v).decode("ascii")}
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _unplain(v):
+    if isinstance(v, Mapping):
+        return base64.b64decode(v["b64"]) if set(v) == {"b64"} else {k: _unplain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_unplain(x) for x in v]
+    return v
+
+
+def dump_state(state: Mapping) -> bytes:
+    """A :meth:`StatsPartial.to_state` as JSON bytes (sketches base64): how a shard's partial is stored
+    beside its done marker (``_index/shard-NNNNNN.stats.json``) and carried back from a conversion task."""
+    return json.dumps(_plain(state), separators=(",", ":")).encode()
+
+
+def load_state(data: bytes) -> dict:
+    """The inverse of :func:`dump_state` (arrays come back as lists; :meth:`StatsPartial.from_state`
+    takes either)."""
+    return _unplain(json.loads(data))
+
+
 @dataclass
 class StatsPartial:
     """Statistics of a set of episodes: per embodiment, per feature; plus counters for the report.
@@ -264,6 +297,19 @@ class StatsPartial:
             w, h, fps = cam.get("width"), cam.get("height"), cam.get("fps", meta.get("fps"))
             res = f"{w}x{h}" if w and h else "?"
             c.setdefault("camera", Counter())[f"{name}|{res}|{_num(fps)}"] += 1
+
+    def observe(self, episode, meta: Mapping) -> None:
+        """Fold in a :class:`wamdata.schema.Episode` as the writer stores it (``meta`` is its
+        ``<key>.json``): the same values and metadata :func:`shard_partial` reads back from the shard.
+        With :meth:`to_bytes` this is the writer's per-shard summary
+        (:class:`wamdata.format.writer.ShardSummary`)."""
+        names = stats_features(episode.features) + flag_features(episode.features)
+        self.add_episode(str(meta.get("embodiment", "unknown")),
+                         {n: episode.steps[n] for n in names if n in episode.steps},
+                         num_steps=episode.num_steps, meta=meta)
+
+    def to_bytes(self) -> bytes:
+        return dump_state(self.to_state())
 
     def merge_into(self, other: "StatsPartial") -> None:
         """Fold ``other`` into this partial, in place (``other`` unchanged)."""
@@ -455,6 +501,20 @@ def compute_stats(dataset_path: str, *, k: int = DEFAULT_K, map_shards: MapShard
 
     ds = wamdata.open_dataset(dataset_path)
     states = (map_shards or _map_local)(dataset_path, list(ds.shards), k)
+    return finish(dataset_path, states, k, write=write)
+
+
+def conversion_stats(dataset_path: str, parts: Mapping[str, bytes | None], k: int = DEFAULT_K,
+                     write: bool = True) -> dict:
+    """``stats.json`` at the end of a conversion: the merge of every committed shard's partial, as the
+    conversion tasks computed and stored them (``parts``: shard -> :func:`dump_state` bytes, see
+    :meth:`wamdata.format.index.DatasetIndex.shard_summaries`). A shard without one (written by an
+    older wamdata, or without statistics) is read back with :func:`shard_partial`, so a resumed or
+    extended dataset gets the statistics of all its shards, each counted once."""
+    missing = [s for s, b in parts.items() if b is None]
+    if missing:
+        log.info("%s: %d shards without stored statistics; reading their steps", dataset_path, len(missing))
+    states = (load_state(b) if b is not None else shard_partial(dataset_path, s, k) for s, b in parts.items())
     return finish(dataset_path, states, k, write=write)
 
 

@@ -3,6 +3,9 @@
 A unit's shards are renamed from their temporary names to ``shards/shard-NNNNNN.tar``; each shard's
 index rows are then written as ``_index/shard-NNNNNN.parquet`` — the shard's done marker. A shard with
 no done marker is partial and is discarded on the next open. Failures go to ``_index/*.failures.jsonl``.
+A shard's summary (the conversion job's partial statistics, :class:`wamdata.format.writer.ShardSummary`)
+is written as ``_index/shard-NNNNNN.stats.json`` just before its done marker, so every committed shard
+keeps its own and a resumed job merges them without reading a shard again.
 :meth:`DatasetIndex.finalize` merges the parts into ``episodes.parquet``, ``failures.jsonl`` and
 ``wamdata.json``, each written under a temporary name and renamed, so readers never see a half index.
 Per-commit cost is proportional to the unit, not to the dataset, so this holds at 100k episodes.
@@ -28,6 +31,7 @@ from wamdata.schema import declaration_conflict
 log = logging.getLogger(__name__)
 
 PARTS_DIR = "_index"
+SUMMARY_SUFFIX = ".stats.json"
 
 INDEX_SCHEMA = pa.schema([
     ("episode_id", pa.string()),
@@ -159,6 +163,19 @@ class DatasetIndex:
             if layout.SHARD_PATTERN.match(name) and name not in committed:
                 log.warning("discarding partial shard %s", p)
                 self.fs.rm(p)
+        for p in self._parts(SUMMARY_SUFFIX):   # a summary written, then the driver killed before the marker
+            if f"{p.rsplit('/', 1)[-1][: -len(SUMMARY_SUFFIX)]}.tar" not in committed:
+                self.fs.rm(p)
+
+    def shard_summaries(self) -> dict[str, bytes | None]:
+        """Each committed shard (relative path) -> the summary stored with it, or None where it has
+        none (written without one, or by a wamdata that kept none)."""
+        have = {p.rsplit("/", 1)[-1][: -len(SUMMARY_SUFFIX)]: p for p in self._parts(SUMMARY_SUFFIX)}
+        out = {}
+        for rel in self.committed_shards():
+            part = have.get(rel.rsplit("/", 1)[-1][: -len(".tar")])
+            out[rel] = self.fs.cat_file(part) if part else None
+        return out
 
     def _next_shard_number(self) -> int:
         if self._next_shard is None:
@@ -181,6 +198,8 @@ class DatasetIndex:
                 "wamdata.cameras": json.dumps(result.cameras),
             })
             name = rel.rsplit("/", 1)[-1][: -len(".tar")]
+            if tmp in result.summaries:
+                _write_atomic(self.fs, self.path(f"{PARTS_DIR}/{name}{SUMMARY_SUFFIX}"), result.summaries[tmp])
             _write_atomic(self.fs, self.path(f"{PARTS_DIR}/{name}.parquet"), _table_bytes(part))
             committed.append(rel)
         if result.failures:

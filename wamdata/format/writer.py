@@ -14,7 +14,7 @@ import json
 import tarfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -70,7 +70,7 @@ def encode_camera(episode: Episode, name: str, opts: VideoOptions) -> tuple[byte
     src_path = getattr(src, "video_path", None)
     same_size = opts.resolution is None or tuple(opts.resolution) == (src.width, src.height)
     if opts.codec == "copy" and src_path and src_codec in video.COPYABLE and same_size:
-        data, n = video.stream_copy(src_path, episode.fps, max_frames=T)
+        data, n = video.stream_copy(src_path, episode.fps, max_frames=T, start=getattr(src, "video_start", 0))
         codec, wh, copied, fast = src_codec, (src.width, src.height), True, False
     else:
         target = "h264" if opts.codec == "copy" else opts.codec
@@ -232,6 +232,7 @@ class UnitResult:
     failures: list[dict] = field(default_factory=list)
     features: dict[str, dict] = field(default_factory=dict)   # name -> Feature json
     cameras: dict[str, dict] = field(default_factory=dict)    # name -> width, height, fps, codec
+    summaries: dict[str, bytes] = field(default_factory=dict)  # temporary shard path -> its ShardSummary
 
     @property
     def rows(self) -> list[dict]:
@@ -239,6 +240,16 @@ class UnitResult:
 
 
 Work = tuple[str, str, Callable[[], list[Episode]]]  # (item id, item path, read the item's episodes)
+
+
+class ShardSummary(Protocol):
+    """What a job folds over a shard's episodes as they are written, from the values in memory
+    (the conversion job's statistics: :class:`wamdata.stats.StatsPartial`); one per shard, stored
+    beside the shard's done marker."""
+
+    def observe(self, episode: Episode, meta: dict) -> None: ...
+
+    def to_bytes(self) -> bytes: ...
 
 
 def failure_record(item_id: str, path: str, err: Exception) -> dict:
@@ -258,39 +269,47 @@ def _merge_declarations(result: UnitResult, meta: dict) -> None:
 
 
 def write_unit(fs, root: str, unit: str, work: Iterable[Work], opts: VideoOptions,
-               shard_size_mb: float = 512) -> UnitResult:
+               shard_size_mb: float = 512, summary: Callable[[], ShardSummary] | None = None) -> UnitResult:
     """Read, validate, encode and write the items of one unit into one or more temporary shards.
 
     An item is all-or-nothing: its episodes are encoded before any is written, so a failing item
     leaves nothing behind. Errors of the wamdata hierarchy become failure records; anything else
     (a bug, an exotic library error) is recorded too with its type, so one item never stops the job.
+    With ``summary``, each shard gets a fresh one that observes the shard's episodes as they are
+    written; its bytes land in ``result.summaries`` under the shard's temporary path.
     """
     result = UnitResult(unit)
     fs.makedirs(layout.join(root, layout.TMP_DIR), exist_ok=True)
-    writer, rows = None, []
+    writer, rows, summ = None, [], None
     limit = shard_size_mb * 1024 * 1024
 
     def close():
-        nonlocal writer, rows
+        nonlocal writer, rows, summ
         if writer is not None:
             writer.close()
             result.shards.append((writer.path, rows))
-            writer, rows = None, []
+            if summ is not None:
+                result.summaries[writer.path] = summ.to_bytes()
+            writer, rows, summ = None, [], None
 
     for item_id, path, read in work:
         try:
-            encoded = [encode_episode(ep, opts) for ep in read()]
-            for enc in encoded:
+            pairs = [(ep, encode_episode(ep, opts)) for ep in read()]
+            for _, enc in pairs:
                 _merge_declarations(result, enc.meta)
         except Exception as err:  # noqa: BLE001 - recorded, never lost (see docstring)
             result.failures.append(failure_record(item_id, path, err))
             continue
-        for enc in encoded:
+        for ep, enc in pairs:
             if writer is None:
                 tmp = layout.join(root, f"{layout.TMP_DIR}/{unit}.part-{len(result.shards):03d}.tar")
                 writer = ShardWriter(fs, tmp)
+                summ = summary() if summary is not None else None
             offset, size = writer.add(enc)
             rows.append(index_row(enc, writer.path, offset, size, item_id))
+            if summ is not None:
+                summ.observe(ep, enc.meta)
+        pairs = None   # the episodes (and frames their sources hold) go before the next item is read
         if writer is not None and writer.size >= limit:
             close()
     close()
