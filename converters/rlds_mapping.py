@@ -102,12 +102,15 @@ def decode_field(fs: FieldSpec, kind: str, values) -> object:
 # --- presets --------------------------------------------------------------------------------------
 
 
-def load_preset(name: str) -> dict:
-    """The preset ``converters/presets/<name>.yaml``; an unknown name lists the shipped ones."""
+def load_preset(name: str, converter: str = "rlds") -> dict:
+    """The preset ``converters/presets/<name>.yaml`` (another converter's: ``presets/<converter>/``);
+    an unknown name lists the shipped ones."""
     folder = resources.files("converters") / "presets"
+    if converter != "rlds":
+        folder = folder / converter
     known = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
     if name not in known:
-        raise ConfigError(f"rlds: unknown preset {name!r}; known: {', '.join(known)}")
+        raise ConfigError(f"{converter}: unknown preset {name!r}; known: {', '.join(known)}")
     return yaml.safe_load((folder / f"{name}.yaml").read_text())
 
 

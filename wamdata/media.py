@@ -26,13 +26,17 @@ def decode_image(data: bytes) -> np.ndarray:
 
 @dataclass
 class VideoFileFrames:
-    """Frames of a video file, decoded lazily with PyAV; ``limit`` trims to the first N frames.
+    """Frames of a video file, decoded lazily with PyAV; ``limit`` trims to the first N frames and
+    ``start`` skips the first frames (one episode's span of a file holding several).
 
-    ``codec`` is the source codec, so the writer can stream-copy H.264/HEVC/AV1 instead of encoding.
+    ``codec`` is the source codec, so the writer can stream-copy H.264/HEVC/AV1 instead of encoding;
+    it is None where a copy would be wrong: a span that does not start on a keyframe, or a stream with
+    reordered frames (B-frames), whose packets the copy cannot restamp as frame indices.
     """
 
     path: str
     limit: int | None = None
+    start: int = 0
     _info: dict = field(default=None, repr=False)
     # whatever must outlive the frames' reading, e.g. the temporary folder a remote file was copied to
     keepalive: object = field(default=None, repr=False, compare=False)
@@ -48,12 +52,19 @@ class VideoFileFrames:
         return self.path
 
     @property
-    def codec(self) -> str:
-        return self.info["codec"]
+    def video_start(self) -> int:
+        return self.start
+
+    @property
+    def codec(self) -> str | None:
+        info = self.info
+        if info.get("reordered") or (self.start and self.start not in info.get("keyframes", ())):
+            return None
+        return info["codec"]
 
     @property
     def num_frames(self) -> int:
-        n = self.info["frames"]
+        n = max(0, self.info["frames"] - self.start)
         return n if self.limit is None else min(n, self.limit)
 
     @property
@@ -65,7 +76,7 @@ class VideoFileFrames:
         return self.info["width"]
 
     def iter_frames(self) -> Iterator[np.ndarray]:
-        return video.PyAVDecoder().iter_frames(self.path, 0, self.num_frames)
+        return video.PyAVDecoder().iter_frames(self.path, self.start, self.start + self.num_frames)
 
 
 @dataclass

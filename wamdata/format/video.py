@@ -101,6 +101,9 @@ def probe(source) -> dict:
     """Codec, frame count, width, height and fps of the first video stream of a file or bytes.
 
     The frame count is counted from packets, since container headers are often missing or wrong.
+    ``keyframes`` lists the packet indices of keyframes and ``reordered`` says whether any packet's
+    pts differs from its dts (B-frames): a stream copy that restamps packets needs neither, and a span
+    of the file can be copied only from a keyframe.
     """
     import av
 
@@ -108,17 +111,25 @@ def probe(source) -> dict:
     try:
         with av.open(src) as c:
             s = c.streams.video[0]
-            n = sum(1 for p in c.demux(s) if p.size > 0)
+            n, keyframes, reordered = 0, [], False
+            for p in c.demux(s):
+                if p.size > 0:
+                    if p.is_keyframe:
+                        keyframes.append(n)
+                    reordered = reordered or p.pts is None or p.pts != p.dts
+                    n += 1
             fps = float(s.average_rate) if s.average_rate else None
             return {"codec": s.codec_context.name, "frames": n, "width": s.codec_context.width,
-                    "height": s.codec_context.height, "fps": fps}
+                    "height": s.codec_context.height, "fps": fps, "keyframes": keyframes,
+                    "reordered": reordered}
     except (av.error.FFmpegError, IndexError) as e:
         raise FormatError(f"{source if isinstance(source, str) else '<bytes>'}: not a readable video ({e})") from e
 
 
-def stream_copy(path: str, fps: float, max_frames: int | None = None) -> tuple[bytes, int]:
+def stream_copy(path: str, fps: float, max_frames: int | None = None, start: int = 0) -> tuple[bytes, int]:
     """Remux the video stream of ``path`` into an MP4 without re-encoding; pts are rewritten to frame
-    indices so frame i is step i. Returns (bytes, frames copied)."""
+    indices so frame i is step i. ``start`` copies from that packet on (a span of a file holding several
+    episodes, as LeRobot v3.0 stores them); it must be a keyframe. Returns (bytes, frames copied)."""
     import av
 
     buf = io.BytesIO()
@@ -130,9 +141,15 @@ def stream_copy(path: str, fps: float, max_frames: int | None = None) -> tuple[b
         ins = src.streams.video[0]
         outs = out.add_stream_from_template(ins)
         outs.time_base = frame_tb
+        skipped = 0
         for packet in src.demux(ins):
             if packet.size == 0:
                 continue
+            if skipped < start:
+                skipped += 1
+                continue
+            if n == 0 and start and not packet.is_keyframe:
+                raise FormatError(f"{path}: frame {start} is not a keyframe; a copy cannot start there")
             if max_frames is not None and n >= max_frames:
                 break
             packet.stream = outs
