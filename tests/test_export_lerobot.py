@@ -308,3 +308,13 @@ def test_partial_features_nan_values_and_repeated_cameras(tmp_path, caplog):
     assert stats["extra.torque"]["max"][0] == 6.0
     rows = _episodes(out)
     assert [r["videos/observation.images.wrist/to_timestamp"] for r in rows] == pytest.approx([0.6, 1.1, 1.8])
+
+
+def test_export_of_a_view(tmp_path):
+    src, eps = make_dataset(tmp_path / "src", lengths=(5, 6, 7))
+    view = tmp_path / "view.yaml"
+    view.write_text(f"datasets:\n  - path: {src}\n    filter: \"num_steps >= 6\"\n")
+    out = Path(export_lerobot(str(view), str(tmp_path / "out"), progress=False))
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["total_episodes"] == 2 and info["total_frames"] == 13
+    assert [r["wamdata/episode_id"] for r in _episodes(out)] == [eps[1].episode_id, eps[2].episode_id]

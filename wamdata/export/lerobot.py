@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import wamdata
-from wamdata.export import ExportError
+from wamdata.export.source import ExportError, features_in_every_episode, open_selection
 from wamdata.export.mp4 import Clip, Mp4Concat, open_clip
 from wamdata.format import video
 from wamdata.schema import CANONICAL
@@ -251,29 +251,6 @@ def _check_dataset(ds, cameras: Sequence[str] | None) -> tuple[int, list[str]]:
     return int(round(fps)), list(cameras)
 
 
-def _features_in_every_episode(ds) -> dict:
-    """The dataset's features that every episode has. LeRobot has one feature set per dataset, so a
-    feature some episodes lack is left out (with a warning naming it), found by a pass over the
-    episodes' metadata members (their feature lists; steps and videos are seeked over) before
-    anything is written rather than failing an export halfway."""
-    have: Counter = Counter()
-    example: dict[str, str] = {}
-    n = 0
-    for shard in ds.shards:
-        for ep in ds.iter_shard(shard, only=("json",)):
-            names = set(ep.meta["features"])
-            have.update(names)
-            for f in ds.features:
-                if f not in names:
-                    example.setdefault(f, ep.episode_id)
-            n += 1
-    partial = sorted(f for f in ds.features if have[f] < n)
-    for f in partial:
-        log.warning("lerobot export: %s is missing in %d of %d episodes (e.g. %r); left out", f, n - have[f], n,
-                    example[f])
-    return {f: feat for f, feat in ds.features.items() if have[f] == n}
-
-
 def _file_index(n: int, chunks_size: int) -> dict[str, int]:
     return {"chunk_index": n // chunks_size, "file_index": n % chunks_size}
 
@@ -357,7 +334,8 @@ def export_lerobot(
     overwrite: bool = False,
     progress: bool = True,
 ) -> str:
-    """Write ``dataset_path`` (a wamdata dataset) as a LeRobot v3.0 dataset in ``out_dir``.
+    """Write ``dataset_path`` (a wamdata dataset, or a view / manifest of one) as a LeRobot v3.0
+    dataset in ``out_dir``.
 
     ``cameras`` picks cameras (all by default; each must be in every episode). ``robot_type`` defaults
     to the embodiment when there is one. ``image_stats_frames`` frames per episode and camera are
@@ -367,11 +345,11 @@ def export_lerobot(
     """
     from tqdm.auto import tqdm
 
-    ds = wamdata.open_dataset(dataset_path)
+    ds = open_selection(dataset_path)
     fps, cams = _check_dataset(ds, cameras)
     out = Path(out_dir)
-    if "://" not in str(dataset_path):
-        src, dst = os.path.realpath(dataset_path), os.path.realpath(out)
+    if "://" not in str(ds.url):
+        src, dst = os.path.realpath(ds.url), os.path.realpath(out)
         if src == dst or src.startswith(dst + os.sep) or dst.startswith(src + os.sep):
             raise ExportError(f"{out}: the export would overlap the dataset {dataset_path}; choose a folder outside it")
     if out.exists() and any(out.iterdir()):
@@ -379,7 +357,7 @@ def export_lerobot(
             raise ExportError(f"{out}: exists and is not empty; pass overwrite=True (--overwrite) or another --output")
         if not (out / "meta" / "info.json").is_file():
             raise ExportError(f"{out}: not a LeRobot dataset (no meta/info.json); refusing to delete it for --overwrite")
-    cols, skipped = plan_columns(_features_in_every_episode(ds))
+    cols, skipped = plan_columns(features_in_every_episode(ds, "lerobot"))
     for name in skipped:
         log.info("lerobot export: feature %s is not numeric; left out", name)
     index = ds.episodes
@@ -429,7 +407,7 @@ def _write(ds, root: Path, fps: int, cams: list[str], cols: list[_Column], repo_
             }
             for col in cols:
                 parts = []
-                for name, width in col.sources:   # every episode has them (_features_in_every_episode)
+                for name, width in col.sources:   # every episode has them (features_in_every_episode)
                     parts.append(np.asarray(ep.array(name)).reshape(T, width))
                 arrays[col.key] = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
             table = pa.table([pa.array(arrays[k]) for k in _DATA_INDEX_COLUMNS]
