@@ -40,3 +40,15 @@ def quat_to_rotvec(q: np.ndarray) -> np.ndarray:
     angle = 2 * np.arctan2(s, w)
     scale = np.where(s > 1e-12, angle / np.maximum(s, 1e-12), 2.0 / np.maximum(w, 1e-12))
     return v * scale[..., None]
+
+
+def rotvec_to_quat(rotvec) -> np.ndarray:
+    """Rotation vector (axis * angle, rad) -> quaternion xyzw with w >= 0; the inverse of
+    :func:`quat_to_rotvec` (robosuite's ``quat2axisangle`` writes LIBERO's ``ee_ori`` this way)."""
+    r = np.asarray(rotvec, np.float64)
+    angle = np.linalg.norm(r, axis=-1, keepdims=True)
+    half = angle / 2
+    # sin(a/2)/a -> 1/2 as a -> 0 (Taylor to a^2 is exact in float64 below 1e-6)
+    k = np.where(angle > 1e-6, np.sin(half) / np.maximum(angle, 1e-300), 0.5 - angle ** 2 / 48)
+    q = np.concatenate([r * k, np.cos(half)], axis=-1)
+    return q * np.where(q[..., 3:] < 0, -1.0, 1.0)
