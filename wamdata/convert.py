@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from wamdata import __version__
 from wamdata import stats as wstats
-from wamdata.errors import ConfigError, WamdataError
+from wamdata.errors import ConfigError, OutputError, WamdataError
 from wamdata.format import layout
 from wamdata.format.index import DatasetIndex, dataset_or_empty
+from wamdata.format.lock import WriterLock
 from wamdata.format.writer import UnitResult, VideoOptions, failure_record, write_unit
 from wamdata.sources import SourceItem, get_converter
 
@@ -151,6 +152,21 @@ def convert(config: ConvertConfig, executor=None) -> ConvertReport:
     # the source and its options are checked before anything is written or deleted
     converter = get_converter(config.source)(**config.options)
     executor = executor or SerialExecutor()
+    # one job per output: a second driver would discard this one's temporary shards and number shards twice
+    with WriterLock(config.output, f"wamdata convert --source {config.source} --input {config.input}"):
+        return _convert(config, converter, executor, start)
+
+
+def _unit_failed(args: tuple, err: Exception) -> UnitResult:
+    """A unit whose task failed: its items are recorded as failed — unless it was the output that
+    failed (disk full, read-only), which no item is to blame for: that stops the job."""
+    cause = getattr(err, "cause", err)   # a Ray task error carries the task's own exception
+    if isinstance(cause, OutputError):
+        raise OutputError(str(cause)) from None
+    return failed_unit(args[1], args[2], err)
+
+
+def _convert(config: ConvertConfig, converter, executor, start: float) -> ConvertReport:
     index = DatasetIndex.open(config.output, overwrite=config.overwrite)
     settings = json.loads(json.dumps({"options": config.options, "video": asdict(config.video),
                                       "converter_revision": converter.revision}))
@@ -174,7 +190,7 @@ def convert(config: ConvertConfig, executor=None) -> ConvertReport:
     bar = tqdm(total=len(todo), unit="item", disable=config.quiet, desc=f"convert {config.source}")
     try:
         args = [(config, name, its) for name, its in units]
-        for result in executor.map_unordered(run_unit, args, on_error=lambda a, err: failed_unit(a[1], a[2], err)):
+        for result in executor.map_unordered(run_unit, args, on_error=_unit_failed):
             index.commit(result)
             rows = result.rows
             report.converted += len(rows)
@@ -200,7 +216,10 @@ def convert(config: ConvertConfig, executor=None) -> ConvertReport:
         "failed": report.failed,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    info = index.finalize(conversion)
+    try:
+        info = index.finalize(conversion)
+    except OSError as e:
+        raise OutputError.of(config.output, e) from e
     if config.stats:
         wstats.conversion_stats(config.output, index.shard_summaries())
     elif index.fs.exists(index.path(wstats.STATS_FILE)):
@@ -235,6 +254,8 @@ def check_config(config: ConvertConfig) -> None:
                               "to a folder outside the source (and the source outside it)")
     if fs_out.exists(out) and not config.overwrite and fs_out.isdir(out) and not dataset_or_empty(fs_out, out):
         raise ConfigError(f"{config.output}: exists and is not a wamdata dataset; choose a new or empty folder")
+    if fs_out.exists(out) and config.overwrite:   # before the writer lock is put into it
+        DatasetIndex(fs_out, out).check_deletable()
 
 
 def failed_unit(unit: str, items: list[SourceItem], err: Exception) -> UnitResult:

@@ -32,5 +32,16 @@ class FormatError(WamdataError):
     """A dataset on disk is missing, incomplete or of an unsupported format version."""
 
 
+class OutputError(WamdataError):
+    """The dataset cannot be written (disk full, read-only, permission): the job stops, what was
+    committed stays consistent, and the same command resumes once the output is writable again."""
+
+    @classmethod
+    def of(cls, path: str, err: OSError) -> "OutputError":
+        return cls(f"{path}: cannot write the dataset: {err.strerror or err}. Nothing partial is visible and "
+                   "what was committed stays in the index; make the output writable (free space, remount) "
+                   "and run the same command again to resume")
+
+
 class ConfigError(WamdataError):
     """Bad options, unknown names or inconsistent arguments."""

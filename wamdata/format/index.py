@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from wamdata import __version__
-from wamdata.errors import FormatError
+from wamdata.errors import FormatError, OutputError
 from wamdata.format import layout
 from wamdata.format.writer import UnitResult
 from wamdata.schema import declaration_conflict
@@ -73,7 +73,7 @@ def _table_bytes(table: pa.Table) -> bytes:
 def dataset_or_empty(fs, root: str) -> bool:
     """Whether a folder is empty or holds a wamdata dataset, finished or being written."""
     names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
-    return not names or bool(names & {layout.INFO_FILE, PARTS_DIR, layout.SHARD_DIR})
+    return not names or bool(names & {layout.INFO_FILE, PARTS_DIR, layout.SHARD_DIR, layout.LOCK_FILE})
 
 
 class DatasetIndex:
@@ -88,14 +88,20 @@ class DatasetIndex:
 
     @classmethod
     def open(cls, url: str, overwrite: bool = False) -> "DatasetIndex":
-        """Open for writing; with ``overwrite`` start afresh, else resume (discarding partial shards)."""
+        """Open for writing; with ``overwrite`` start afresh, else resume (discarding partial shards).
+        With ``overwrite`` everything but the writer lock (:mod:`wamdata.format.lock`) is deleted."""
         fs, root = layout.open_fs(url)
         idx = cls(fs, root)
-        if overwrite and fs.exists(root):
-            idx._check_deletable()
-            fs.rm(root, recursive=True)
-        fs.makedirs(idx.path(layout.SHARD_DIR), exist_ok=True)
-        fs.makedirs(idx.path(PARTS_DIR), exist_ok=True)
+        try:
+            if overwrite and fs.exists(root):
+                idx.check_deletable()
+                for p in fs.ls(root, detail=False):
+                    if p.rstrip("/").rsplit("/", 1)[-1] != layout.LOCK_FILE:
+                        fs.rm(p, recursive=True)
+            fs.makedirs(idx.path(layout.SHARD_DIR), exist_ok=True)
+            fs.makedirs(idx.path(PARTS_DIR), exist_ok=True)
+        except OSError as e:
+            raise OutputError.of(root, e) from e
         info_path = idx.path(layout.INFO_FILE)
         if fs.exists(info_path):
             info = json.loads(fs.cat_file(info_path))
@@ -107,7 +113,7 @@ class DatasetIndex:
         idx.discard_partial()
         return idx
 
-    def _check_deletable(self) -> None:
+    def check_deletable(self) -> None:
         """``overwrite`` deletes a wamdata dataset (finished or not) or an empty folder, nothing else:
         a mistyped --output must not take a source tree or a home folder with it."""
         if not self.fs.isdir(self.root):
@@ -186,7 +192,19 @@ class DatasetIndex:
 
     # -- committing ---------------------------------------------------------------------------
     def commit(self, result: UnitResult) -> list[str]:
-        """Make a unit's shards visible; returns their final relative paths."""
+        """Make a unit's shards visible; returns their final relative paths. When the output fails
+        mid-commit (disk full), shards without their done marker are removed at once, so none is left
+        on disk that the index does not list; the job stops and a re-run converts those items again."""
+        try:
+            return self._commit(result)
+        except OSError as e:
+            try:
+                self.discard_partial()
+            except OSError:
+                pass   # the next open discards them
+            raise OutputError.of(self.root, e) from e
+
+    def _commit(self, result: UnitResult) -> list[str]:
         committed = []
         for tmp, rows in result.shards:
             rel = layout.shard_path(self._next_shard_number())

@@ -17,6 +17,7 @@ INFO_FILE = "wamdata.json"
 INDEX_FILE = "episodes.parquet"
 FAILURES_FILE = "failures.jsonl"
 STATS_FILE = "stats.json"
+LOCK_FILE = "_writer.lock"   # held by the one job writing the dataset (wamdata.format.lock)
 SHARD_DIR = "shards"
 SHARD_TEMPLATE = "shards/shard-{index:06d}.tar"
 SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.tar$")

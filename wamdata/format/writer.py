@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wamdata import __version__
-from wamdata.errors import FormatError
+from wamdata.errors import FormatError, OutputError
 from wamdata.format import layout, video
 from wamdata.schema import Episode, declaration_conflict, validate
 
@@ -277,8 +277,23 @@ def write_unit(fs, root: str, unit: str, work: Iterable[Work], opts: VideoOption
     (a bug, an exotic library error) is recorded too with its type, so one item never stops the job.
     With ``summary``, each shard gets a fresh one that observes the shard's episodes as they are
     written; its bytes land in ``result.summaries`` under the shard's temporary path.
+
+    Failing to write the output (disk full, read-only) is not an item's fault: the unit's temporary
+    shards are removed and OutputError stops the job.
     """
     result = UnitResult(unit)
+    try:
+        return _write_unit(fs, root, unit, work, opts, shard_size_mb, summary, result)
+    except OSError as err:   # items' own errors are recorded inside; this is the output failing
+        for p in [*(s for s, _ in result.shards), *fs.glob(layout.join(root, f"{layout.TMP_DIR}/{unit}.part-*"))]:
+            try:
+                fs.rm(p)
+            except OSError:
+                pass
+        raise OutputError.of(layout.join(root, layout.TMP_DIR), err) from err
+
+
+def _write_unit(fs, root, unit, work, opts, shard_size_mb, summary, result: UnitResult) -> UnitResult:
     fs.makedirs(layout.join(root, layout.TMP_DIR), exist_ok=True)
     writer, rows, summ = None, [], None
     limit = shard_size_mb * 1024 * 1024
