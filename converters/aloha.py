@@ -43,7 +43,7 @@ import numpy as np
 
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Camera, Episode
-from wamdata.sources import Converter, SourceItem, register
+from wamdata.sources import Converter, SourceItem, check_read_size, register
 
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")
 JOINT_NAMES = tuple(f"{side}_{j}" for side in ("left", "right") for j in ARM_JOINTS)   # ALOHA's 14 columns
@@ -149,6 +149,7 @@ class Aloha(Converter):
     def _read(self, item: SourceItem, f) -> Episode:
         import h5py
 
+        check_read_size(item, "/observations/qpos", f["/observations/qpos"].shape, f["/observations/qpos"].dtype)
         qpos = np.asarray(f["/observations/qpos"][()])
         T = len(qpos)
         if T == 0:
@@ -171,6 +172,7 @@ class Aloha(Converter):
         for key in sorted(datasets):
             if key in image_keys:
                 continue
+            check_read_size(item, key, datasets[key].shape, datasets[key].dtype)
             values = np.asarray(datasets[key][()])
             if key == "/compress_len":
                 values = values.T

@@ -53,7 +53,8 @@ from converters.rotations import euler_xyz_to_quat, pose6_to_matrix
 from wamdata.errors import ConfigError, WamdataError
 from wamdata.media import VideoFileFrames
 from wamdata.schema import TIMESTAMP, Camera, Episode
-from wamdata.sources import Converter, SourceError, SourceItem, is_local, register, source_fs, url_of
+from wamdata.sources import (Converter, SourceError, SourceItem, check_read_size, is_local, register, source_fs,
+                             url_of)
 
 FPS = 15.0
 MAX_JOINT_DELTA = 0.2  # rad per step at |command| = 1 (droid/robot_ik/robot_ik_solver.py)
@@ -276,11 +277,16 @@ class DroidRaw(Converter):
         if not os.path.isfile(path):
             raise SourceError(item, "trajectory.h5: missing")
         data = {}
+
+        def load(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.ndim >= 1:
+                check_read_size(item, f"trajectory.h5:/{name}", obj.shape, obj.dtype)
+                data[name] = obj[()]
+
         try:
             with h5py.File(path, "r") as f:
                 attrs = {k: _py(v) for k, v in f.attrs.items()}
-                f.visititems(lambda name, obj: data.__setitem__(name, obj[()])
-                             if isinstance(obj, h5py.Dataset) and obj.ndim >= 1 else None)
+                f.visititems(load)
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             raise SourceError(item, f"trajectory.h5: truncated or unreadable HDF5 file ({e})") from None
         if not data:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 import tarfile
 
 import numpy as np
@@ -179,3 +180,40 @@ def test_array_is_bounded_by_its_declared_shape(shard_bytes):
     with pytest.raises(FormatError, match="state.eef_pos"):
         StoredEpisode(key, members, f"s.tar#{key}").array("state.eef_pos")
     assert np.isfinite(StoredEpisode(key, samples[0][1], "ok").array("state.eef_pos")).all()
+
+
+def _forged_hdf5(path, key: str, rows: int = 10**12, width: int = 14) -> None:
+    """An HDF5 file whose header declares a dataset of ``rows`` x ``width`` float64 (~100 TB) while
+    the file itself is a few kB: chunked with no chunk written, reads would allocate it all."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset(key, shape=(rows, width), dtype="f8", chunks=(1024, width))
+
+
+def test_forged_hdf5_shapes_fail_fast_naming_item_and_key(tmp_path):
+    import os
+
+    from converters.aloha import Aloha
+    from converters.droid import DroidRaw
+    from tests.fixtures.droid import write_droid_tree
+    from wamdata.errors import SourceError
+
+    _forged_hdf5(tmp_path / "episode_0.hdf5", "observations/qpos")
+    assert os.path.getsize(tmp_path / "episode_0.hdf5") < 100_000
+    conv = Aloha()
+    with pytest.raises(SourceError, match=r"/observations/qpos: declares shape \(1000000000000, 14\) of float64"):
+        conv.read(next(conv.discover(str(tmp_path))))
+
+    write_droid_tree(str(tmp_path / "droid"), episodes=1)
+    conv = DroidRaw()
+    item = next(it for it in conv.discover(str(tmp_path / "droid")) if "/success/" in it.path)
+    conv.read(item)   # a good episode, until its header is forged
+    h5 = next(Path(item.path).rglob("trajectory.h5"))
+    import h5py
+
+    with h5py.File(h5, "a") as f:
+        del f["action/joint_position"]
+        f.create_dataset("action/joint_position", shape=(10**12, 7), dtype="f8", chunks=(1024, 7))
+    with pytest.raises(SourceError, match=r"trajectory.h5:/action/joint_position: declares shape"):
+        conv.read(item)

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Episode
 
-__all__ = ["Converter", "SourceItem", "SourceError", "register", "get_converter", "converter_names"]
+__all__ = ["Converter", "SourceItem", "SourceError", "register", "get_converter", "converter_names", "check_read_size"]
 
 ENTRY_POINT_GROUP = "wamdata.converters"
 
@@ -103,6 +103,24 @@ def is_local(fs) -> bool:
 def url_of(fs, path: str) -> str:
     """A path fsspec can open again on a worker: local paths stay plain, remote ones keep their protocol."""
     return path if is_local(fs) else fs.unstrip_protocol(path)
+
+
+# The most one array read of a source may allocate. Headers declare shapes before any data is read,
+# and a forged or corrupt one (an HDF5 dataset of 10^12 rows, a zarr .zarray asking for terabytes)
+# would otherwise be allocated — or, with lazy fill values, faulted in — before anything fails.
+MAX_READ_BYTES = 8 << 30
+
+
+def check_read_size(item, key: str, shape, dtype, limit: int = MAX_READ_BYTES) -> None:
+    """Refuse, naming the item and key, to read an array whose declared size exceeds ``limit``.
+    Call it with the header's shape and dtype before reading a whole array (``ds[()]``)."""
+    import numpy as np
+
+    nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * np.dtype(dtype).itemsize
+    if nbytes > limit:
+        raise SourceError(item, f"{key}: declares shape {tuple(int(s) for s in shape)} of {np.dtype(dtype)} "
+                                f"({nbytes / 2**30:.1f} GiB), more than the {limit / 2**30:.0f} GiB one read may "
+                                "take: a corrupt or forged header")
 
 
 def _type_name(tp) -> str:
