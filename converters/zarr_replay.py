@@ -120,11 +120,17 @@ class ZarrReplay(Converter):
     def read(self, item: SourceItem) -> Episode:
         if "error" in item.info:
             raise SourceError(item, item.info["error"])
+        store = None
         try:
-            with ReplayStore(item.path) as store:
-                return self._read(item, store)
+            store = ReplayStore(item.path)
+            ep = self._read(item, store)
         except SourceError as e:
+            if store is not None:
+                store.close()
             raise SourceError(item, e.reason) from None
+        if not ep.cameras:   # else the frames read from the open store and own it
+            store.close()
+        return ep
 
     def _read(self, item: SourceItem, store: ReplayStore) -> Episode:
         keys = store.data_keys()
@@ -160,7 +166,7 @@ class ZarrReplay(Converter):
             values = None
             for t in targets:
                 if t.kind == "camera":
-                    self._camera(ep, item, arr, key, t.name, start, end)
+                    self._camera(ep, item, store, arr, key, t.name, start, end)
                 elif t.kind == "feature":
                     values = arr[start:end] if values is None else values
                     ep.add(t.name, convert(t.convert, values, self.options), **t.declared)
@@ -175,7 +181,7 @@ class ZarrReplay(Converter):
         return ep
 
     @staticmethod
-    def _camera(ep: Episode, item: SourceItem, arr, key: str, role: str, start: int, end: int) -> None:
+    def _camera(ep: Episode, item: SourceItem, store, arr, key: str, role: str, start: int, end: int) -> None:
         if arr.ndim != 4 or arr.shape[-1] != 3:
             raise SourceError(item, f"zarr_replay: data/{key} has shape {arr.shape}, not (N, H, W, 3) RGB")
         if role in ep.cameras:
@@ -185,7 +191,7 @@ class ZarrReplay(Converter):
         if arr.dtype != np.uint8:
             meta["to_uint8"] = "values on the 0-255 scale, rounded to the nearest integer and clipped"
         frames = ZarrFrames(item.path, f"data/{key}", start, end, int(arr.shape[1]), int(arr.shape[2]),
-                            int(arr.chunks[0]))
+                            int(arr.chunks[0]), store)
         ep.cameras[role] = Camera(role, frames, fps=ep.fps, metadata=meta)
 
     @staticmethod

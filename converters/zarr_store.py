@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -127,7 +127,11 @@ def to_uint8(block: np.ndarray) -> np.ndarray:
 @dataclass
 class ZarrFrames:
     """Frames ``start:stop`` of an image array (T, H, W, 3), read lazily in blocks aligned to the
-    array's chunks along the step axis (each chunk decoded once, at most ~one chunk in memory)."""
+    array's chunks along the step axis (each chunk decoded once, at most ~one chunk in memory).
+
+    ``store`` is the store the converter read the episode from, kept open for the frames (opening a
+    zip store parses its whole central directory); without it (e.g. after pickling) the frames open
+    their own."""
 
     path: str
     key: str
@@ -136,6 +140,7 @@ class ZarrFrames:
     height: int
     width: int
     chunk: int
+    store: ReplayStore | None = field(default=None, repr=False, compare=False)
     video_path: str | None = None
     codec: str | None = None
 
@@ -143,13 +148,20 @@ class ZarrFrames:
     def num_frames(self) -> int:
         return self.stop - self.start
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "store": None}
+
     def iter_frames(self) -> Iterator[np.ndarray]:
         chunk = max(self.chunk, 1)
         step = chunk * max(1, 16 // chunk)   # whole chunks, at least 16 frames (UMI's are one frame)
-        with ReplayStore(self.path) as store:
+        store = self.store or ReplayStore(self.path)
+        try:
             arr = store.array(self.key)
             i = self.start
             while i < self.stop:
                 j = min((i // step + 1) * step, self.stop)
                 yield from to_uint8(arr[i:j])
                 i = j
+        finally:
+            if store is not self.store:
+                store.close()
