@@ -21,7 +21,7 @@ width (T, padded) with ``/compress_len`` (num_cams, T); file attrs ``sim`` and `
 | /observations/images/cam_low     | camera ``low``         | |
 | /observations/images/cam_left_wrist  | camera ``wrist_left``  | |
 | /observations/images/cam_right_wrist | camera ``wrist_right`` | |
-| /observations/images/<other>     | camera ``<other>``     | |
+| /observations/images/<other>     | camera ``<other>``     | made safe for a member name (``schema.camera_name``) |
 | attr ``sim``                     | family ``sim`` / ``teleop`` | all attrs kept in ``metadata.attrs`` |
 | (none)                           | timestamp              | i / fps, fps = 50 (ALOHA's DT = 0.02 s) unless ``--option fps`` |
 
@@ -42,7 +42,7 @@ from typing import Iterator
 import numpy as np
 
 from wamdata.errors import ConfigError, SourceError
-from wamdata.schema import Camera, Episode
+from wamdata.schema import Camera, Episode, camera_name
 from wamdata.sources import Converter, SourceItem, check_read_size, register
 
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")
@@ -215,9 +215,9 @@ class Aloha(Converter):
 
     def _camera(self, ep: Episode, item: SourceItem, ds, key: str, T: int, compress_len) -> None:
         src = key.rsplit("/", 1)[-1]
-        role = CAMERA_ROLES.get(src, src)
+        role = CAMERA_ROLES.get(src, camera_name(src))
         if role in ep.cameras:
-            role = src
+            role = camera_name(src)
         if len(ds) != T:
             raise SourceError(item, f"aloha: {key} has {len(ds)} frames for {T} steps")
         compressed = ds.ndim == 2

@@ -217,3 +217,22 @@ def test_forged_hdf5_shapes_fail_fast_naming_item_and_key(tmp_path):
         f.create_dataset("action/joint_position", shape=(10**12, 7), dtype="f8", chunks=(1024, 7))
     with pytest.raises(SourceError, match=r"trajectory.h5:/action/joint_position: declares shape"):
         conv.read(item)
+
+
+def test_camera_names_from_source_metadata_are_made_safe(tmp_path):
+    """A source camera named like a path becomes a safe member name; the writer refuses unsafe ones."""
+    from converters.aloha import Aloha
+    from tests.fixtures.aloha import write_aloha
+    from wamdata.errors import SchemaError
+    from wamdata.format.writer import write_dataset
+    from wamdata.schema import validate
+
+    write_aloha(str(tmp_path / "src"), episodes=1, cameras=("cam_high", "..evil.cam"))
+    conv = Aloha()
+    ep = validate(conv.read(next(conv.discover(str(tmp_path / "src")))))
+    assert sorted(ep.cameras) == ["evil_cam", "exterior_1"]
+    ep.cameras["../escape"] = ep.cameras.pop("evil_cam")
+    with pytest.raises(SchemaError, match="camera names are 1-64 of"):
+        validate(ep)
+    with pytest.raises(FormatError, match="camera names are 1-64 of"):
+        write_dataset(str(tmp_path / "out"), [ep])

@@ -13,6 +13,7 @@ features take those from :data:`CANONICAL`; everything else lives under ``extra.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
@@ -60,6 +61,18 @@ CANONICAL: dict[str, CanonicalSpec] = {
     "action.ego_motion": _spec((6,), "m+rad_axis_angle", "camera", "delta", "camera motion between steps"),
     "action.latent": _spec(None, "code", None, "absolute", "latent action codes from a labelling pass"),
 }
+
+# Camera names become tar member names (<key>.<camera>.mp4) and LeRobot feature keys: a name from
+# source metadata must not carry a path, a dot (webdataset splits keys at the first one) or a NUL.
+CAMERA_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def camera_name(raw: str) -> str:
+    """A safe camera name for a source's own name: unsafe runs become ``_``, cut to 64 characters;
+    deterministic, so the same source camera gets the same name in every episode."""
+    name = re.sub(r"[^A-Za-z0-9_\-]+", "_", str(raw)).strip("_")[:64]
+    return name or "camera"
+
 
 # Step columns the format itself defines (not features of the source).
 TIMESTAMP = "timestamp"
@@ -270,6 +283,9 @@ def validate(episode: Episode) -> Episode:
     if episode.action_space == "none" and any(n.startswith("action.") for n in episode.steps):
         raise _fail(episode, "action_space", "'none' but the episode has action features")
     for cam_name, cam in episode.cameras.items():
+        if not CAMERA_NAME.match(cam_name):
+            raise _fail(episode, f"cameras.{cam_name!r}", "camera names are 1-64 of [A-Za-z0-9_-] (they name tar "
+                                                          "members); map a source name with schema.camera_name")
         if cam.frames.num_frames != T:
             raise _fail(episode, f"cameras.{cam_name}", f"{cam.frames.num_frames} frames for {T} steps")
         if cam.intrinsics is not None and np.shape(cam.intrinsics) != (3, 3):
