@@ -6,7 +6,7 @@ WAMDATA := $(VENV)/bin/wamdata
 # torch==2.13.0 resolves to a CPU build already on this machine's disk; a bare `torch` pulls CUDA (GBs).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-slow test-lerobot bench lint clean
+.PHONY: install demo test test-slow test-lerobot test-browser bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test-slow: install
 test-lerobot: install
 	bash scripts/setup_lerobot_venv.sh
 	HF_HUB_OFFLINE=1 .venv-lerobot/bin/python -m pytest -q -m lerobot tests/test_export_lerobot_interop.py
+
+# The HTML stats report rendered in headless Chromium (Debian's package; installed when run as root).
+test-browser: install
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(PY) -m pytest -q -m browser
 
 lint: install
 	$(VENV)/bin/lint-imports
