@@ -116,6 +116,27 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_curate(args) -> int:
+    from wamdata import curate
+
+    if not (args.signals or args.filter or args.drop_idle):
+        raise ConfigError("curate: give --signals, and/or --filter EXPR / --drop-idle with --out VIEW.yaml or --dry-run")
+    if args.signals:
+        from pipelines.curate_job import compute_signals
+
+        table = compute_signals(args.dataset, workers=args.workers, ray_address=args.ray_address,
+                                progress=not args.quiet)
+        print(f"signals of {table.num_rows} episodes in {args.dataset}/{curate.SIGNALS_FILE}")
+    if args.filter or args.drop_idle:
+        if not args.out and not args.dry_run:
+            raise ConfigError("curate: --filter / --drop-idle need --out VIEW.yaml or --dry-run")
+        view = curate.curate_view(args.dataset, args.filter, drop_idle=args.drop_idle)
+        print(curate.format_summary(view), end="")
+        if args.out and not args.dry_run:
+            print(f"view written to {curate.write_view(view, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wamdata", description="Ingest, curate and stream World Action Model data.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -166,6 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--ray-address", default=None, help="join a Ray cluster instead (e.g. auto)")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
     st.set_defaults(fn=cmd_stats)
+
+    cu = sub.add_parser("curate", help="quality signals (side table) and filters -> a view (no data copied)")
+    cu.add_argument("dataset")
+    cu.add_argument("--signals", action="store_true", help="compute the per-episode quality signals (resumable)")
+    cu.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                    help="keep episodes where EXPR holds, over index and signal columns (repeatable: all hold), "
+                         "e.g. 'success == true and blur > 80 and duration_s >= 2'")
+    cu.add_argument("--drop-idle", action="store_true", help="cut idle segments out as kept step ranges")
+    cu.add_argument("--out", metavar="VIEW.yaml", default=None, help="write the view (a manifest) here")
+    cu.add_argument("--dry-run", action="store_true", help="print what would be kept per source, write nothing")
+    cu.add_argument("--workers", type=_at_least(0), default=2, help="Ray tasks over N CPUs for --signals "
+                                                                   "(default 2; 0: in-process)")
+    cu.add_argument("--ray-address", default=None, help="join a Ray cluster instead (e.g. auto)")
+    cu.add_argument("--quiet", action="store_true", help="no progress bar")
+    cu.set_defaults(fn=cmd_curate)
 
     ex = sub.add_parser("export", help="write a dataset or a view in another format (LeRobot v3.0, "
                                        "Hugging Face datasets, diffusion-policy zarr)")

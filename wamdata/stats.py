@@ -451,17 +451,26 @@ def _episode_arrays(ep, names: Sequence[str]) -> dict[str, np.ndarray]:
     return {n: ep.array(n) for n in names if n in cols}
 
 
-def shard_partial(dataset_path: str, shard: str, k: int = DEFAULT_K) -> dict:
-    """Statistics of one shard, as a serialisable state (what a Ray task returns)."""
+def shard_partial(dataset_path: str, shard: str, k: int = DEFAULT_K, keep: Mapping | None = None) -> dict:
+    """Statistics of one shard, as a serialisable state (what a Ray task returns). ``keep`` (a view's
+    selection: episode id -> kept [start, stop) step ranges, or None for the whole episode) counts
+    only those episodes and steps."""
     import wamdata
+    from wamdata.loader.manifest import kept_steps_mask
 
     ds = wamdata.open_dataset(dataset_path)
     names = stats_features(ds.features) + flag_features(ds.features)
     part = StatsPartial(k)
     for ep in ds.iter_shard(shard, only=("json", "steps.parquet")):
         meta = ep.meta
-        part.add_episode(str(meta.get("embodiment", "unknown")), _episode_arrays(ep, names),
-                         num_steps=ep.steps.num_rows, meta=meta)
+        arrays = _episode_arrays(ep, names)
+        n = ep.steps.num_rows
+        if keep is not None:
+            if ep.episode_id not in keep:
+                continue
+            rows = kept_steps_mask(keep[ep.episode_id], n)
+            arrays, n = {name: a[rows[: len(a)]] for name, a in arrays.items()}, int(rows.sum())
+        part.add_episode(str(meta.get("embodiment", "unknown")), arrays, num_steps=n, meta=meta)
     return part.to_state()
 
 

@@ -24,8 +24,19 @@ def summarize(dataset_path: str, stats: dict, by: str = "embodiment") -> dict:
 
     if by not in BY_KEYS:
         raise ConfigError(f"--by {by!r}: unknown key; known: {', '.join(BY_KEYS)}")
-    ds = wamdata.open_dataset(dataset_path)
-    idx = ds.episodes.to_pydict()
+    from wamdata.loader.manifest import is_manifest_path, kept_steps_mask, view_selection
+
+    if is_manifest_path(dataset_path):   # a view: its kept episodes, and of them the kept steps
+        spec, rows = view_selection(dataset_path)
+        ds = wamdata.open_dataset(spec.path)
+        idx = rows.to_pydict()
+        kept = [int(kept_steps_mask(spec.ranges.get(e), n).sum()) if e in spec.ranges else n
+                for e, n in zip(idx["episode_id"], idx["num_steps"])]
+        idx["duration_s"] = [d * k / max(n, 1) for d, k, n in zip(idx["duration_s"], kept, idx["num_steps"])]
+        idx["num_steps"] = kept
+    else:
+        ds = wamdata.open_dataset(dataset_path)
+        idx = ds.episodes.to_pydict()
     n = len(idx["episode_id"])
     counts = ds.info.get("counts", {})
     steps = np.asarray(idx["num_steps"], np.int64)

@@ -12,6 +12,12 @@ A manifest is YAML (read with ``yaml.safe_load``)::
         weight: 0.3
         episodes: [ego4d/abc-0, ego4d/abc-1]            # a curated view: these ids only
         # episodes_file: views/hands.txt                 # ... or one id per line (or a parquet)
+        keep_steps: {ego4d/abc-1: [[0, 120], [300, 450]]}  # ... and of these, only these steps
+
+``keep_steps`` (written by ``wamdata curate --drop-idle``, or by hand) maps an episode id to the
+[start, stop) ranges of its stored steps that are kept; an episode it does not name is kept whole. The
+loader anchors windows only inside kept ranges and treats each range as the episode's bounds (history,
+future and actions past them are padded); ``wamdata stats`` counts only kept steps.
 
 Without split fractions in the manifest, ``split="train"`` selects rows whose index ``split`` column
 equals ``"train"``. A plain dataset path is a manifest of one dataset with weight 1.
@@ -33,7 +39,7 @@ from wamdata.format.layout import stable_fraction
 
 log = logging.getLogger(__name__)
 
-_DATASET_KEYS = {"path", "weight", "filter", "episodes", "episodes_file", "name"}
+_DATASET_KEYS = {"path", "weight", "filter", "episodes", "episodes_file", "name", "keep_steps"}
 _MANIFEST_KEYS = {"name", "datasets", "split", "description"}
 
 
@@ -44,10 +50,16 @@ class DatasetSpec:
     filter: str | None = None
     episodes: tuple[str, ...] | None = None
     name: str | None = None
+    keep_steps: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] | None = None
 
     @property
     def label(self) -> str:
         return self.name or self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def ranges(self) -> dict[str, tuple[tuple[int, int], ...]]:
+        """Episode id -> its kept [start, stop) step ranges (episodes not named are kept whole)."""
+        return dict(self.keep_steps or ())
 
 
 @dataclass(frozen=True)
@@ -122,9 +134,10 @@ def _parse(doc, where: str, base: str) -> Manifest:
                 compile_filter(str(d["filter"]))  # fail early, naming the manifest
             except ConfigError as e:
                 raise ConfigError(f"{where}: datasets[{i}]: {e}") from e
+        keep = _keep_steps(d.get("keep_steps"), f"{where}: datasets[{i}]: keep_steps")
         specs.append(DatasetSpec(path=_resolve(base, str(d["path"])), weight=weight, filter=d.get("filter"),
                                  episodes=tuple(str(e) for e in episodes) if episodes is not None else None,
-                                 name=d.get("name")))
+                                 name=d.get("name"), keep_steps=keep))
     labels: dict[str, int] = {}
     for i, spec in enumerate(specs):
         if spec.label in labels:
@@ -145,6 +158,53 @@ def _parse(doc, where: str, base: str) -> Manifest:
             raise ConfigError(f"{where}: split fractions must be >= 0 and sum to at most 1, got {split}")
         split = fracs
     return Manifest(datasets=tuple(specs), split=split, name=str(doc.get("name", "")), source=where)
+
+
+def _keep_steps(doc, where: str):
+    """``{episode_id: [[start, stop], ...]}`` -> sorted, merged, validated ranges (None when absent)."""
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: a mapping episode id -> [[start, stop], ...], got {type(doc).__name__}")
+    out = []
+    for eid, ranges in sorted(doc.items(), key=lambda kv: str(kv[0])):
+        ok = isinstance(ranges, list) and all(
+            isinstance(r, (list, tuple)) and len(r) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                  for v in r) and 0 <= r[0] < r[1] for r in ranges)
+        if not ok:
+            raise ConfigError(f"{where}: {eid}: ranges are [start, stop] step pairs with 0 <= start < stop, "
+                              f"got {ranges!r}")
+        merged: list[list[int]] = []
+        for a, b in sorted(tuple(r) for r in ranges):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        out.append((str(eid), tuple((a, b) for a, b in merged)))
+    return tuple(out)
+
+
+def kept_steps_mask(ranges, num_steps: int) -> np.ndarray:
+    """A (num_steps,) bool mask of the stored steps inside ``ranges`` (None: every step)."""
+    if ranges is None:
+        return np.ones(num_steps, bool)
+    mask = np.zeros(num_steps, bool)
+    for a, b in ranges:
+        mask[a:b] = True
+    return mask
+
+
+def view_selection(path: str) -> tuple[DatasetSpec, pa.Table]:
+    """A view or manifest naming one dataset (or a plain dataset path): its spec and selected index
+    rows (filter and episode ids applied; kept step ranges in ``spec.ranges``)."""
+    import wamdata
+
+    manifest = load_manifest(path)
+    if len(manifest.datasets) != 1:
+        raise ConfigError(f"{path}: the manifest names {len(manifest.datasets)} datasets; this command reads one "
+                          "(a view of one dataset, as `wamdata curate --out` writes)")
+    spec = manifest.datasets[0]
+    return spec, select_rows(wamdata.open_dataset(spec.path).episodes, spec, None, None)
 
 
 def _read_ids(path: str) -> list[str]:
@@ -170,8 +230,10 @@ _CMP = {ast.Eq: "__eq__", ast.NotEq: "__ne__", ast.Lt: "__lt__", ast.LtE: "__le_
 
 def compile_filter(text: str) -> pc.Expression:
     """``"success == True and num_steps >= 60 and embodiment in ['franka', 'ur5']"`` -> an Arrow
-    expression. Names are index columns; literals are numbers, strings, True/False/None and lists;
-    operators are comparisons, ``in`` / ``not in``, ``and`` / ``or`` / ``not``."""
+    expression. Names are index columns; literals are numbers, strings, True/False/None (or
+    true/false/null) and lists;
+    operators are comparisons, ``in`` / ``not in``, ``is None`` / ``is not None`` (a missing value:
+    a comparison with one is false), ``and`` / ``or`` / ``not``."""
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
@@ -186,7 +248,12 @@ def _literal(node, text):
         raise ConfigError(f"filter {text!r}: expected a literal, got {ast.unparse(node)!r}") from e
 
 
+_WORDS = {"true": True, "false": False, "null": None}   # JSON/YAML spellings, as users write them
+
+
 def _operand(node, text):
+    if isinstance(node, ast.Name) and node.id in _WORDS:
+        return pc.scalar(_WORDS[node.id])
     if isinstance(node, ast.Name):
         return pc.field(node.id)
     return pc.scalar(_literal(node, text))
@@ -212,6 +279,10 @@ def _expr(node, text) -> pc.Expression:
                     raise ConfigError(f"filter {text!r}: 'in' needs a list, e.g. task in ['a', 'b']")
                 e = pc.field(left.id).isin(list(values))
                 e = ~e if isinstance(op, ast.NotIn) else e
+            elif isinstance(op, (ast.Is, ast.IsNot)):
+                if not (isinstance(left, ast.Name) and isinstance(right, ast.Constant) and right.value is None):
+                    raise ConfigError(f"filter {text!r}: 'is' only as 'column is None' / 'column is not None'")
+                e = pc.field(left.id).is_null() if isinstance(op, ast.Is) else pc.field(left.id).is_valid()
             elif type(op) in _CMP:
                 a, b = _operand(left, text), _operand(right, text)
                 e = getattr(a, _CMP[type(op)])(b)

@@ -38,6 +38,32 @@ def num_windows(num_steps: np.ndarray, fps: np.ndarray, duration_s: np.ndarray, 
     return (n + stride - 1) // stride
 
 
+def kept_anchors(n: int, fps: float, target_fps: float | None, stride: int,
+                 ranges) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Anchors of an episode's windows and the bounds each may reach, in (resampled) step indices.
+
+    ``ranges`` (a view's kept [start, stop) ranges of stored steps, or None for the whole episode):
+    a step is kept when the stored step it stands for (``round(k * fps / target_fps)`` when resampled)
+    lies in a range; anchors are the kept steps on the stride's grid; a window's history, future and
+    actions stay inside its anchor's range (``lo``..``hi``, inclusive) and are padded past it. From
+    index columns alone, so the plan counts exactly the windows the episode yields."""
+    k = np.arange(n)
+    if ranges is None:
+        t = k[::stride]
+        return t, np.zeros(len(t), np.int64), np.full(len(t), max(n - 1, 0), np.int64)
+    stored = k if target_fps is None else np.floor(k * (fps / target_fps) + 0.5).astype(np.int64)
+    which = np.full(n, -1, np.int64)
+    for r, (a, b) in enumerate(ranges):
+        which[(stored >= a) & (stored < b)] = r
+    lo, hi = np.zeros(len(ranges), np.int64), np.full(len(ranges), -1, np.int64)
+    for r in range(len(ranges)):
+        at = np.nonzero(which == r)[0]
+        if len(at):
+            lo[r], hi[r] = at[0], at[-1]
+    t = k[(which >= 0) & (k % stride == 0)]
+    return t, lo[which[t]], hi[which[t]]
+
+
 def resampled_steps(num_steps: int, fps: float, duration_s: float, target_fps: float | None) -> int:
     if target_fps is None:
         return int(num_steps)
@@ -52,20 +78,27 @@ class EpisodeRef:
     offset: int
     size: int
     windows: int
+    ranges: tuple[tuple[int, int], ...] | None = None   # a view's kept step ranges (None: all)
 
 
 class DatasetPlan:
     """Per-dataset, index-level facts shared by every pass: selected rows grouped by shard."""
 
-    def __init__(self, rows: pa.Table, target_fps: float | None, stride: int, shard_bytes: dict[str, int]):
+    def __init__(self, rows: pa.Table, target_fps: float | None, stride: int, shard_bytes: dict[str, int],
+                 ranges: dict[str, tuple] | None = None):
         self.rows = rows
         d = rows.to_pydict() if rows.num_rows else {c: [] for c in rows.column_names}
         wins = num_windows(np.array(d["num_steps"], np.int64), np.array(d["fps"], np.float64),
                            np.array(d["duration_s"], np.float64), target_fps, stride) if rows.num_rows else []
+        ranges = ranges or {}
         by_shard: dict[str, list[EpisodeRef]] = {}
         for i in range(rows.num_rows):
+            kept = ranges.get(d["episode_id"][i])
+            if kept is not None:
+                n = resampled_steps(d["num_steps"][i], d["fps"][i], d["duration_s"][i], target_fps)
+                wins[i] = len(kept_anchors(n, d["fps"][i], target_fps, stride, kept)[0])
             ref = EpisodeRef(i, d["episode_id"][i], d["shard"][i], int(d["offset"][i]), int(d["size"][i]),
-                             int(wins[i]))
+                             int(wins[i]), kept)
             by_shard.setdefault(ref.shard, []).append(ref)
         self.shards = sorted(by_shard)
         self.by_shard = {s: sorted(v, key=lambda r: r.offset) for s, v in by_shard.items()}

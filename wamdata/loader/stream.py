@@ -52,7 +52,7 @@ class _Source:
                 shard_bytes[shard] = shard_bytes.get(shard, 0) + int(size)
         self.bytes = sizes
         rows = select_rows(full, spec, cfg.split, split_fracs)
-        self.plan = DatasetPlan(rows, cfg.fps, cfg.window_stride, shard_bytes)
+        self.plan = DatasetPlan(rows, cfg.fps, cfg.window_stride, shard_bytes, spec.ranges)
         self.features = self._ds.features
         self.cameras = dict(self._ds.info.get("cameras", {}))
         self.ctx: DatasetContext | None = None
@@ -146,7 +146,7 @@ class _DatasetCursor:
         self.loaded: dict[int, LoadedEpisode] = {}
 
     def _read(self, pos: int, anchors) -> LoadedEpisode:
-        return LoadedEpisode(self.reader.get(pos), self.source.ctx, anchors, self.decoder)
+        return LoadedEpisode(self.reader.get(pos), self.source.ctx, anchors, self.decoder, self.refs[pos].ranges)
 
     def _drop_ahead(self):
         """Wait for a read-ahead in flight (the block reader is not shared between threads)."""
@@ -457,6 +457,7 @@ class WamStream:
         cfg = self.config
         parts = [[s.spec.weight, s.plan.total_windows,
                   hashlib.sha1("\n".join(s.plan.rows.column("episode_id").to_pylist()).encode()).hexdigest()]
+                 + ([hashlib.sha1(json.dumps(s.spec.keep_steps).encode()).hexdigest()] if s.spec.keep_steps else [])
                  for s in self.sources]
         parts.append([cfg.shuffle_buffer, cfg.max_live_episodes, cfg.window_stride, cfg.fps, cfg.split,
                       cfg.samples_per_epoch, cfg.history, list(cfg.future), cfg.action_horizon])

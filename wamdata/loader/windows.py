@@ -17,7 +17,7 @@ import numpy as np
 from wamdata.errors import FormatError
 from wamdata.format.video import resize_frame
 from wamdata.loader.config import LoaderConfig
-from wamdata.loader.plan import resampled_steps
+from wamdata.loader.plan import kept_anchors, resampled_steps
 from wamdata.loader.vectors import Normalizer, VectorLayout, harmonise
 from wamdata.schema import TIMESTAMP
 
@@ -37,7 +37,7 @@ class DatasetContext:
 
 
 class LoadedEpisode:
-    def __init__(self, stored, ctx: DatasetContext, pending_anchors: np.ndarray, decoder):
+    def __init__(self, stored, ctx: DatasetContext, pending_anchors: np.ndarray, decoder, ranges=None):
         cfg = ctx.cfg
         self.ctx = ctx
         meta = stored.meta
@@ -80,7 +80,7 @@ class LoadedEpisode:
         self.language = [(float(s["start_s"]), float(s["end_s"]), str(s["text"])) for s in meta.get("language", [])]
         tasks = meta.get("tasks") or []
         self.task = str(tasks[0]) if tasks else ""
-        self._index_windows(cfg)
+        self._index_windows(cfg, src_fps, ranges)
         # Frames: which source frames the pending windows need, decoded in one sequential pass.
         # A camera its converter flagged as a placeholder (one constant image throughout, like Bridge's
         # blank image_3) shows nothing to learn from: it is delivered as a missing camera is (black
@@ -108,18 +108,21 @@ class LoadedEpisode:
                 raise FormatError(f"{self.where}: camera {cam!r} has {got} frames, windows need {stop}")
             self.frames[cam] = store
 
-    def _index_windows(self, cfg: LoaderConfig):
+    def _index_windows(self, cfg: LoaderConfig, src_fps: float, ranges):
         """Step indices and padding masks of every window of the episode, as (windows, k) tables
-        computed at once: per-window numpy calls cost more than the indexing itself."""
-        last = self.n - 1
-        t = np.arange(-(-self.n // cfg.window_stride)) * cfg.window_stride
+        computed at once: per-window numpy calls cost more than the indexing itself. With a view's
+        kept ``ranges``, windows are anchored inside them and each range bounds its windows
+        (:func:`wamdata.loader.plan.kept_anchors`)."""
+        t, lo, hi = kept_anchors(self.n, src_fps, cfg.fps, cfg.window_stride, ranges)
+        self.anchor_steps = t
+        lo, hi = lo[:, None], hi[:, None]
         h = t[:, None] + np.arange(-cfg.history + 1, 1)
         f = t[:, None] + np.asarray(cfg.future, np.int64).reshape(1, -1)
         a = t[:, None] + np.arange(cfg.action_horizon)
-        self.hist_steps, self.future_steps, self.action_steps = (np.clip(x, 0, max(last, 0)) for x in (h, f, a))
-        self.hist_pad = (h < 0) | ~self.valid[self.hist_steps]
-        self.future_pad = (f > last) | ~self.valid[self.future_steps]
-        self.action_pad = ((a > last) | ~self.valid[self.action_steps]) if self.has_actions \
+        self.hist_steps, self.future_steps, self.action_steps = (np.clip(x, lo, hi) for x in (h, f, a))
+        self.hist_pad = (h < lo) | ~self.valid[self.hist_steps]
+        self.future_pad = (f > hi) | ~self.valid[self.future_steps]
+        self.action_pad = ((a > hi) | ~self.valid[self.action_steps]) if self.has_actions \
             else np.ones(a.shape, bool)
         # source frames each window shows: history then future
         self.frame_ids = self.src[np.concatenate([self.hist_steps, self.future_steps], 1)]
@@ -131,11 +134,12 @@ class LoadedEpisode:
         return self.task
 
     def window(self, anchor: int, stack: bool = True) -> dict:
-        """The sample anchored at step ``anchor * window_stride``; releases frames no longer needed.
+        """The episode's ``anchor``-th window (at step ``anchor * window_stride`` without kept ranges);
+        releases frames no longer needed.
         ``stack=False`` leaves frames as lists of (H, W, 3) arrays for :func:`batch.collate` to copy
         straight into a batch."""
         cfg, ctx = self.ctx.cfg, self.ctx
-        t = anchor * cfg.window_stride
+        t = int(self.anchor_steps[anchor])
         hc, fc = self.hist_steps[anchor], self.future_steps[anchor]
         frames, future = {}, {}
         for cam in cfg.cameras:
