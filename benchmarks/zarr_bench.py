@@ -47,11 +47,8 @@ def run_wamdata(path: str, preset: str) -> dict:
     t0 = time.perf_counter()
     for item in conv.discover(path):
         ep = conv.read(item)
-        episodes += 1
-        steps += ep.num_steps
-        for cam in ep.cameras.values():
-            for _f in cam.frames.iter_frames():
-                frames += 1
+        episodes, steps = episodes + 1, steps + ep.num_steps
+        frames += sum(1 for cam in ep.cameras.values() for _ in cam.frames.iter_frames())
     return {"episodes": episodes, "steps": steps, "frames": frames, "s": time.perf_counter() - t0}
 
 
