@@ -134,6 +134,7 @@ def test_libero_upright_through_the_job(tmp_path, ray_session):
         np.testing.assert_array_equal(ep.array("extra.rewards"), truth["rewards"])
         np.testing.assert_allclose(ep.array("action.eef_delta_pos"), truth["actions"][:, :3] * 0.05, atol=1e-15)
     assert ds.features["state.eef_rot"].derived and ds.features["state.eef_pos"].frame == "world"
+    check_toolkit_flow(tmp_path / "ds", tmp_path)
 
 
 def test_libero_without_the_preset_warns_and_keeps_frames_as_stored(tmp_path, caplog):
