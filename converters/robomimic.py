@@ -49,7 +49,8 @@ import numpy as np
 from converters.aloha import HDF5Frames
 from converters.hdf5_io import find_h5, open_h5
 from converters.robomimic_meta import attr_value, describe, json_attr, looks_like
-from converters.robosuite_env import arm_control, gripper_command_closure, has_gripper, has_panda_gripper, panda_closure, robot_names
+from converters.robosuite_env import (arm_control, gripper_command_closure, has_gripper, has_panda_gripper,
+                                      panda_closure, robot_names)
 from converters.rotations import rotvec_to_quat
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Camera, Episode
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 PRESETS = ("none", "libero", "robocasa", "mimicgen")
 CAMERA_ROLES = {"agentview": "agentview", "robot0_eye_in_hand": "wrist", "eye_in_hand": "wrist"}
 STEP_PREFIXES = ("actions", "states", "rewards", "dones", "obs/", "next_obs/", "action_dict/", "datagen_info/",
-                 "states/", "src_demo_labels")
+                 "src_demo_labels")
 DEFAULT_FPS = 20.0
 _DEMO_RE = re.compile(r"demo_(\d+)$")
 
@@ -138,7 +139,8 @@ class Robomimic(Converter):
                 yield failed(f":mask/{key}", f"mask/{key} missing (filter_key={key}); masks in the file: {known}")
                 return
             else:
-                names = {n.decode() if isinstance(n, bytes) else str(n) for n in np.asarray(f[f"mask/{key}"][()]).ravel()}
+                listed = np.asarray(f[f"mask/{key}"][()]).ravel()
+                names = {n.decode() if isinstance(n, bytes) else str(n) for n in listed}
         for name in sorted(names, key=_demo_order):
             m = _DEMO_RE.match(name)
             yield SourceItem(id=f"robomimic/{rel}:{name}", path=path, index=int(m[1]) if m else None,
@@ -148,8 +150,9 @@ class Robomimic(Converter):
         """Warn (never switch) when a file converted without a preset looks like one."""
         looks = looks_like(data) if self.options.preset == "none" else None
         if looks:
+            why = ": frames stored upside down" if looks == "libero" else ""
             log.warning("robomimic: %s looks like %s; converting with preset=none (pass --option preset=%s "
-                        "for its quirks%s)", path, looks, looks, ": frames stored upside down" if looks == "libero" else "")
+                        "for its quirks%s)", path, looks, looks, why)
 
     def read(self, item: SourceItem) -> Episode:
         if "error" in item.info:
@@ -252,7 +255,8 @@ class Robomimic(Converter):
                 ep.add("state.gripper", panda_closure(arrays[grip]), derived=True,
                        description=f"Panda closure 1 - ({grip}[:, 0] - {grip}[:, 1]) / 0.08 m, clipped to [0, 1]")
             else:
-                unconverted[grip] = f"no closure mapping for robots {robot_names(kwargs)} with shape {arrays[grip].shape}"
+                unconverted[grip] = (f"no closure mapping for robots {robot_names(kwargs)} "
+                                     f"with shape {arrays[grip].shape}")
         return consumed
 
     def _actions(self, item, ep, actions, kwargs, key, unconverted) -> None:
@@ -263,7 +267,8 @@ class Robomimic(Converter):
             return
         if ctrl.dims is None or not ctrl.delta:
             ep.action_space = f"robosuite_{ctrl.type.lower()}" + ("" if ctrl.delta else "_absolute")
-            unconverted["actions"] = f"controller {ctrl.type} ({'delta' if ctrl.delta else 'absolute'}) has no canonical mapping"
+            kind = "delta" if ctrl.delta else "absolute"
+            unconverted["actions"] = f"controller {ctrl.type} ({kind}) has no canonical mapping"
             return
         if actions.shape[1] < ctrl.dims:
             raise SourceError(item, f"robomimic: {key}/actions has {actions.shape[1]} columns; controller "
@@ -285,7 +290,8 @@ class Robomimic(Converter):
         ep.action_space = "eef_delta"
 
     def _cameras(self, item, ep, f, g, key, datasets, images) -> None:
-        flip = self.options.preset == "libero" and attr_value(f["data"].attrs.get("macros_image_convention", "opengl")) != "opencv"
+        convention = attr_value(f["data"].attrs.get("macros_image_convention", "opengl"))
+        flip = self.options.preset == "libero" and convention != "opencv"
         info = json_attr(item, g, "camera_info", key)
         for name in sorted(n for n in images if n.startswith("obs/")):
             src = re.sub(r"_(image|rgb)$", "", name[len("obs/"):])
@@ -293,7 +299,8 @@ class Robomimic(Converter):
             if role in ep.cameras:
                 role = src
             ds = datasets[name]
-            frames = HDF5Frames(item.path, f"{key}/{name}", len(ds), int(ds.shape[1]), int(ds.shape[2]), compressed=False)
+            frames = HDF5Frames(item.path, f"{key}/{name}", len(ds), int(ds.shape[1]), int(ds.shape[2]),
+                                compressed=False)
             cam = info.get(src, {})
             ep.cameras[role] = Camera(
                 role, FlippedFrames(frames) if flip else frames, fps=ep.fps,
