@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from converters.clips import ClipOptions, Span, clip_episodes, plan_clips, probe_video
+from converters.clip_decode import probe_video
+from converters.clips import ClipOptions, Span, clip_episodes, plan_clips
 from wamdata.errors import SourceError
 from wamdata.schema import Episode
 from wamdata.sources import Converter, SourceItem, register

@@ -6,7 +6,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from converters.clips import ClipOptions, Span, VideoInfo, native_frames, plan_clips
+from converters.clip_decode import VideoInfo
+from converters.clips import ClipOptions, Span, native_frames, plan_clips
 from converters.video_folder import VideoFolder
 from tests.fixtures.egocentric import NTSC, index_video, pan_video, read_index, write_video
 from wamdata.errors import ConfigError, SourceError

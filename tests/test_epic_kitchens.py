@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import wamdata
-from converters.clips import ClipOptions, VideoInfo, plan_clips
+from converters.clip_decode import VideoInfo
+from converters.clips import ClipOptions, plan_clips
 from converters.epic_kitchens import EpicKitchens, epic_frame_rate, read_annotations, read_video_info
 from tests.fixtures.egocentric import EPIC_COLUMNS, make_epic, read_index
 from tests.toolkit_flow import check_toolkit_flow
