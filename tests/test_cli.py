@@ -102,6 +102,7 @@ def test_usage_mistakes_are_errors_before_any_work(tmp_path, capsys):
 
     write_npz_tree(tmp_path / "src", n=2, T=6)
     convert(ConvertConfig(source=SOURCE, input=str(tmp_path / "src"), output=str(tmp_path / "ds"), quiet=True))
+    stats_written = (tmp_path / "ds" / "stats.json").stat().st_mtime_ns   # by the conversion
     for argv in (["convert", "--source", SOURCE, "--input", "x", "--output", "y", "--workers", "-1"],
                  ["stats", str(tmp_path / "ds"), "--workers", "-1"]):
         with pytest.raises(SystemExit) as exit_:
@@ -110,7 +111,7 @@ def test_usage_mistakes_are_errors_before_any_work(tmp_path, capsys):
     # a report path that cannot be written fails before the statistics pass, not after it
     assert main(["stats", str(tmp_path / "ds"), "--json", str(tmp_path / "no" / "r.json"), "--quiet"]) == 2
     assert "its folder does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "ds" / "stats.json").exists()
+    assert (tmp_path / "ds" / "stats.json").stat().st_mtime_ns == stats_written   # no pass ran
     # a shard gone from a copied dataset: an error naming it, for stats and export alike
     shutil.copytree(tmp_path / "ds", tmp_path / "copy")
     os.remove(tmp_path / "copy" / "shards" / "shard-000000.tar")
