@@ -52,3 +52,26 @@ def rotvec_to_quat(rotvec) -> np.ndarray:
     k = np.where(angle > 1e-6, np.sin(half) / np.maximum(angle, 1e-300), 0.5 - angle ** 2 / 48)
     q = np.concatenate([r * k, np.cos(half)], axis=-1)
     return q * np.where(q[..., 3:] < 0, -1.0, 1.0)
+
+
+def matrix_to_quat(m) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) (the rotation block of a pose) -> quaternion xyzw with w >= 0,
+    normalised. Shepperd's method: each matrix pivots on the largest of |w|, |x|, |y|, |z|, so no
+    branch divides by a near-zero component."""
+    m = np.asarray(m, np.float64)
+    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    d = np.stack([tr, m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]], axis=-1)
+    pivot = np.argmax(d, axis=-1)
+    # 4 |q_pivot| = 2 sqrt(1 + 2 d_pivot - tr)
+    s = 2 * np.sqrt(np.maximum(1.0 + 2.0 * np.take_along_axis(d, pivot[..., None], -1)[..., 0] - tr, 1e-300))
+    a, b, c = m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]
+    xy, xz, yz = m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1]
+    p = s * s / 4
+    q = np.select([(pivot == k)[..., None] for k in range(4)], [
+        np.stack([a, b, c, p], -1),        # w largest
+        np.stack([p, xy, xz, a], -1),      # x largest
+        np.stack([xy, p, yz, b], -1),      # y largest
+        np.stack([xz, yz, p, c], -1),      # z largest
+    ]) / s[..., None]
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    return q * np.where(q[..., 3:] < 0, -1.0, 1.0)
