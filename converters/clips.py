@@ -27,6 +27,7 @@ steps after a camera is encoded (wamdata/format/writer.py ``encode_episode``). N
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -89,6 +90,19 @@ class ClipOptions:
         if w < 2 or h < 2:
             raise ConfigError(f"option size is WxH with both at least 2, got {self.size!r}")
         return w - w % 2, h - h % 2
+
+
+def video_files(root: str, extensions: tuple[str, ...] = (".mp4",)) -> dict[str, str]:
+    """{file stem: path} of the videos under ``root`` (any case of the extensions; the first of a
+    stem in sorted walk order wins), how the annotated sources find ``<video_id>.mp4``."""
+    files: dict[str, str] = {}
+    for d, dirs, names in os.walk(root):
+        dirs.sort()
+        for n in sorted(names):
+            stem, ext = os.path.splitext(n)
+            if ext.lower() in extensions:
+                files.setdefault(stem, os.path.join(d, n))
+    return files
 
 
 @dataclass(frozen=True)

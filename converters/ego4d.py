@@ -34,7 +34,7 @@ from typing import Iterator
 import numpy as np
 
 from converters.clip_decode import probe_video
-from converters.clips import ClipOptions, Span, clip_episodes, plan_clips
+from converters.clips import ClipOptions, Span, clip_episodes, plan_clips, video_files
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Episode
 from wamdata.sources import Converter, SourceItem, register
@@ -108,11 +108,7 @@ class Ego4D(Converter):
             if path is None:
                 raise ConfigError("ego4d: give --option narrations=narration.json or annotations=goalstep_<split>.json")
             annotated = {uid: {"narration": entry} for uid, entry in _load(path).items()}
-        files = {}
-        for d, _, names in os.walk(root):
-            for n in names:
-                if n.lower().endswith(".mp4"):
-                    files.setdefault(os.path.splitext(n)[0], os.path.join(d, n))
+        files = video_files(root)
         for uid in sorted(annotated):
             path = files.get(uid) or os.path.join(root, f"{uid}.mp4")
             yield SourceItem(id=f"ego4d_{uid}", path=path,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from converters.clip_decode import probe_video
-from converters.clips import ClipOptions, Span, clip_episodes, plan_clips
+from converters.clips import ClipOptions, Span, clip_episodes, plan_clips, video_files
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Episode
 from wamdata.sources import Converter, SourceItem, register
@@ -125,12 +125,7 @@ class EpicKitchens(Converter):
             if not os.path.isfile(p):
                 raise ConfigError(f"epic_kitchens: annotation file {p} not found")
         spans, errors = read_annotations(ann)
-        files = {}
-        for d, _, names in os.walk(root):
-            for n in names:
-                stem, ext = os.path.splitext(n)
-                if ext.lower() == ".mp4":
-                    files.setdefault(stem, os.path.join(d, n))
+        files = video_files(root)
         fixed = self.options.clip_mode()[0] == "fixed"
         unannotated = sorted(set(files) - set(spans) - set(errors))
         if unannotated and not fixed:
