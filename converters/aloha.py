@@ -41,6 +41,7 @@ from typing import Iterator
 
 import numpy as np
 
+from converters.hdf5_io import open_h5
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Camera, Episode, camera_name
 from wamdata.sources import Converter, SourceItem, check_read_size, register
@@ -132,15 +133,9 @@ class Aloha(Converter):
                              info={"relpath": rel})
 
     def read(self, item: SourceItem) -> Episode:
-        import h5py
-
         if self.options.jpeg_channels not in ("as_stored", "bgr"):
             raise SourceError(item, f"aloha: jpeg_channels={self.options.jpeg_channels!r}; known: as_stored, bgr")
-        try:
-            f = h5py.File(item.path, "r")
-        except OSError as e:
-            raise SourceError(item, f"aloha: not a readable HDF5 file ({e}); episode skipped") from None
-        with f:
+        with open_h5(item, "aloha") as f:
             try:
                 return self._read(item, f)
             except KeyError as e:

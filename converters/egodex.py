@@ -40,6 +40,7 @@ from typing import Iterator
 
 import numpy as np
 
+from converters.hdf5_io import open_h5
 from converters.rotations import matrix_to_quat
 from wamdata.errors import ConfigError, FormatError, SourceError
 from wamdata.media import VideoFileFrames
@@ -119,13 +120,7 @@ class EgoDex(Converter):
                              info={"relpath": rel})
 
     def read(self, item: SourceItem) -> Episode:
-        import h5py
-
-        try:
-            f = h5py.File(item.path, "r")
-        except OSError as e:
-            raise SourceError(item, f"egodex: not a readable HDF5 file ({e}); episode skipped") from None
-        with f:
+        with open_h5(item, "egodex") as f:
             return self._read(item, f)
 
     def _read(self, item: SourceItem, f) -> Episode:

@@ -37,10 +37,11 @@ from typing import Iterator
 
 import numpy as np
 
+from converters.hdf5_io import open_h5
 from converters.robosuite_env import arm_control, gripper_command_closure, robot_names
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Episode
-from wamdata.sources import Converter, SourceItem, register
+from wamdata.sources import Converter, SourceItem, check_read_size, register
 
 _DEMO_RE = re.compile(r"demo_(\d+)$")
 _H5_RE = re.compile(r"\.(hdf5|h5)$")
@@ -103,11 +104,7 @@ class Robosuite(Converter):
     def read(self, item: SourceItem) -> Episode:
         import h5py
 
-        try:
-            f = h5py.File(item.path, "r")
-        except OSError as e:
-            raise SourceError(item, f"robosuite: not a readable HDF5 file ({e}); episode skipped") from None
-        with f:
+        with open_h5(item, "robosuite") as f:
             demo = item.info.get("demo")
             if "data" not in f or not isinstance(f["data"], h5py.Group):
                 raise SourceError(item, "robosuite: missing group 'data'; episode skipped")
@@ -126,6 +123,7 @@ class Robosuite(Converter):
         for name in ("actions", "states"):
             if name not in g:
                 raise SourceError(item, f"robosuite: missing dataset '{key}/{name}'; episode skipped")
+            check_read_size(item, f"{key}/{name}", g[name].shape, g[name].dtype)
             arrays[name] = np.asarray(g[name][()])
             if arrays[name].ndim != 2:
                 raise SourceError(item, f"robosuite: '{key}/{name}' has shape {arrays[name].shape}, want (T, D)")

@@ -35,7 +35,7 @@ from wamdata.format import layout
 from wamdata.format.index import DatasetIndex, dataset_or_empty
 from wamdata.format.lock import WriterLock
 from wamdata.format.writer import UnitResult, VideoOptions, failure_record, write_unit
-from wamdata.sources import SourceItem, get_converter
+from wamdata.sources import SourceItem, get_converter, is_local
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def check_config(config: ConvertConfig) -> None:
         raise ConfigError(f"{config.input}: no such file or folder (--input)")
     fs_out, out = layout.open_fs(config.output)
     if fs_in.protocol == fs_out.protocol:
-        if "file" in (fs_in.protocol if isinstance(fs_in.protocol, tuple) else (fs_in.protocol,)):
+        if is_local(fs_in):
             src, out = os.path.realpath(src), os.path.realpath(out)
         if out == src or src.startswith(out.rstrip("/") + "/") or out.startswith(src.rstrip("/") + "/"):
             raise ConfigError(f"--output {config.output} and --input {config.input} overlap; write the dataset "

@@ -22,6 +22,7 @@ import time
 
 from wamdata.errors import ConfigError, OutputError
 from wamdata.format import layout
+from wamdata.sources import is_local
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class WriterLock:
         self.url = url
         self.holder = {"host": socket.gethostname(), "pid": os.getpid(), "job": job,
                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "t": time.time()}
-        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self._local = is_local(self.fs)
 
     def __enter__(self) -> "WriterLock":
         try:

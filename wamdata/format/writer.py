@@ -285,7 +285,7 @@ def write_unit(fs, root: str, unit: str, work: Iterable[Work], opts: VideoOption
     try:
         return _write_unit(fs, root, unit, work, opts, shard_size_mb, summary, result)
     except OSError as err:   # items' own errors are recorded inside; this is the output failing
-        for p in [*(s for s, _ in result.shards), *fs.glob(layout.join(root, f"{layout.TMP_DIR}/{unit}.part-*"))]:
+        for p in fs.glob(layout.join(root, f"{layout.TMP_DIR}/{unit}.part-*")):   # closed and open parts alike
             try:
                 fs.rm(p)
             except OSError:
