@@ -94,16 +94,25 @@ def cmd_validate(args) -> int:
 
 def cmd_stats(args) -> int:
     from pipelines.stats_job import compute_stats
+    from wamdata.stats_html import dataset_parts, write_report
     from wamdata.stats_report import format_report, summarize
 
-    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
-        raise ConfigError(f"--json {args.json}: its folder does not exist")   # before the whole pass, not after
-    stats = compute_stats(args.dataset, workers=args.workers, ray_address=args.ray_address, progress=not args.quiet)
-    summary = summarize(args.dataset, stats, by=args.by)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
-    print(format_report(summary))
+    for flag, out in (("--json", args.json), ("--html", args.html)):
+        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            raise ConfigError(f"{flag} {out}: its folder does not exist")   # before the whole pass, not after
+    with dataset_parts(args.dataset) as parts:   # a manifest of several datasets: one report each
+        done = []
+        for part in parts:
+            stats = compute_stats(part.path, workers=args.workers, ray_address=args.ray_address,
+                                  progress=not args.quiet)
+            summary = {**summarize(part.path, stats, by=args.by), "path": part.where}
+            print(format_report(summary))
+            done.append((part, stats, summary))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(done[0][2] if len(done) == 1 else {p.label: s for p, _, s in done}, f, indent=1)
+        if args.html:
+            print(f"HTML report written to {write_report(args.html, [(p, st) for p, st, _ in done], args.dataset)}")
     return 0
 
 
@@ -179,10 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=cmd_validate)
 
     st = sub.add_parser("stats", help="report + per-embodiment normalisation statistics (writes stats.json)")
-    st.add_argument("dataset")
+    st.add_argument("dataset", help="dataset folder, a view, or a manifest (.yaml; several datasets: a report each)")
     st.add_argument("--by", choices=["source", "embodiment", "family", "task"], default="embodiment",
                     help="breakdown key (default embodiment)")
     st.add_argument("--json", metavar="FILE", default=None, help="also write the whole report as JSON")
+    st.add_argument("--html", metavar="FILE", default=None,
+                    help="also write a self-contained HTML report (plots, sample frames, quality signals, failures)")
     st.add_argument("--workers", type=_at_least(0), default=0, help="Ray tasks over N CPUs (default 0: in-process)")
     st.add_argument("--ray-address", default=None, help="join a Ray cluster instead (e.g. auto)")
     st.add_argument("--quiet", action="store_true", help="no progress bar")
