@@ -236,16 +236,17 @@ def test_mixed_fps_and_existing_output(tmp_path):
     src, _ = make_dataset(tmp_path / "src2", lengths=(4,))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
-    with pytest.raises(ExportError, match="not empty"):
-        export_lerobot(src, str(tmp_path / "busy"), progress=False)
     # --overwrite replaces an earlier export, never another folder, the dataset or a folder holding it
-    with pytest.raises(ExportError, match="not a LeRobot dataset"):
-        export_lerobot(src, str(tmp_path / "busy"), overwrite=True, progress=False)
+    for overwrite in (False, True):
+        with pytest.raises(ExportError, match="not an export of this format"):
+            export_lerobot(src, str(tmp_path / "busy"), overwrite=overwrite, progress=False)
     for out in (src, str(tmp_path)):
         with pytest.raises(ExportError, match="overlap the dataset"):
             export_lerobot(src, out, overwrite=True, progress=False)
     assert (tmp_path / "busy" / "file").read_text() == "x" and os.path.exists(f"{src}/wamdata.json")
     export_lerobot(src, str(tmp_path / "out3"), progress=False)
+    with pytest.raises(ExportError, match="already holds a finished lerobot export"):
+        export_lerobot(src, str(tmp_path / "out3"), progress=False)
     (tmp_path / "out3" / "stale").write_text("x")
     export_lerobot(src, str(tmp_path / "out3"), overwrite=True, progress=False)
     assert (tmp_path / "out3" / "meta" / "info.json").exists() and not (tmp_path / "out3" / "stale").exists()

@@ -12,8 +12,9 @@ Layout::
 | column | ``datasets`` feature | from |
 |---|---|---|
 | ``episode_id``, ``source``, ``embodiment``, ``task`` | string | the episode (task: its first) |
-| ``episode_index``, ``frame_index`` | int64 | position in the export, step index |
-| ``timestamp`` | float64 | seconds from the episode start |
+| ``episode_index``, ``frame_index`` | int64 | position in the export, step index in the exported episode |
+| ``source_step`` | int64 | the step's index in the source episode (``frame_index`` unless a view cut it) |
+| ``timestamp`` | float64 | the source's seconds from the source episode's start |
 | every numeric / bool feature (``state.*``, ``action.*``, ``extra.*``) | Value or List(length = width) | values flattened to one dimension per step; shapes in the card |
 | ``image.<camera>`` | Image (encoded PNG or JPEG bytes) | frame i of the camera |
 
@@ -24,6 +25,9 @@ next to every copy. Features or cameras some episodes lack are null in those epi
 holds them); string features are left out with a log line. A shard is written under a temporary name
 and renamed; the progress record lists finished shards and their episodes, so an interrupted export
 re-run with the same arguments continues with the next shard.
+
+Views: each kept step range of a view's ``keep_steps`` is its own episode (``episode_index``), its
+``episode_id`` the source's and ``source_step`` the stored steps it holds.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ log = logging.getLogger(__name__)
 SHARD = "data/train-{index:05d}.parquet"
 IMAGE_COLUMN = "image.{camera}"
 _META_COLUMNS = (("episode_id", "string"), ("source", "string"), ("embodiment", "string"), ("task", "string"),
-                 ("episode_index", "int64"), ("frame_index", "int64"), ("timestamp", "float64"))
+                 ("episode_index", "int64"), ("frame_index", "int64"), ("source_step", "int64"),
+                 ("timestamp", "float64"))
 
 
 def _numeric(features: dict) -> dict:
@@ -83,20 +88,21 @@ def _encode(frame: np.ndarray, fmt: str, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def _episode_table(ep, ep_index: int, features: dict, cameras: Sequence[str], schema: pa.Schema,
+def _episode_table(part, ep_index: int, features: dict, cameras: Sequence[str], schema: pa.Schema,
                    fmt: str, quality: int) -> pa.Table:
-    T = ep.num_steps
-    cols = {"episode_id": [ep.episode_id] * T, "source": [ep.meta["source"]] * T,
-            "embodiment": [ep.meta["embodiment"]] * T, "task": [(ep.meta.get("tasks") or [""])[0]] * T,
+    T = part.num_steps
+    cols = {"episode_id": [part.episode_id] * T, "source": [part.meta["source"]] * T,
+            "embodiment": [part.meta["embodiment"]] * T, "task": [(part.meta.get("tasks") or [""])[0]] * T,
             "episode_index": np.full(T, ep_index, np.int64), "frame_index": np.arange(T, dtype=np.int64),
-            "timestamp": ep.array("timestamp").astype(np.float64)}
-    have = set(ep.steps.column_names)
+            "source_step": np.arange(part.start, part.stop, dtype=np.int64),
+            "timestamp": part.array("timestamp").astype(np.float64)}
+    have = set(part.steps.column_names)
     for name, f in features.items():
         typ = schema.field(name).type
         if name not in have:
             cols[name] = pa.nulls(T, typ)
             continue
-        v = np.asarray(ep.array(name))
+        v = np.asarray(part.array(name))
         if pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ):
             flat = v.reshape(T, -1).astype(typ.value_type.to_pandas_dtype())
             cols[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1]).cast(typ)
@@ -104,8 +110,8 @@ def _episode_table(ep, ep_index: int, features: dict, cameras: Sequence[str], sc
             cols[name] = pa.array(v.reshape(T).astype(typ.to_pandas_dtype()))
     for cam in cameras:
         key = IMAGE_COLUMN.format(camera=cam)
-        if cam in ep.cameras:
-            cols[key] = [{"bytes": _encode(f, fmt, quality), "path": None} for f in ep.iter_frames(cam)]
+        if cam in part.cameras:
+            cols[key] = [{"bytes": _encode(f, fmt, quality), "path": None} for f in part.iter_frames(cam)]
         else:
             cols[key] = pa.nulls(T, schema.field(key).type)
     return pa.table([pa.array(cols[n], schema.field(n).type) if not isinstance(cols[n], pa.Array) else cols[n]
@@ -131,12 +137,11 @@ def export_hf(dataset_path: str, out_dir: str, cameras: Sequence[str] | None = N
                  and (p / "data").is_dir(), overwrite)
     features = _numeric(sel.features)
     schema = _hf_features(features, cams).arrow_schema
-    ids = sel.episodes.column("episode_id").to_pylist()
-    rec = ExportProgress(out, "hf", {"source": str(dataset_path), "episodes": len(ids), "cameras": cams,
-                                     "image_format": image_format, "jpeg_quality": jpeg_quality,
+    rec = ExportProgress(out, "hf", {"source": str(dataset_path), "selection": sel.digest, "episodes": sel.num_parts,
+                                     "cameras": cams, "image_format": image_format, "jpeg_quality": jpeg_quality,
                                      "shard_size_mb": shard_size_mb})
-    done = {e for shard in rec.done for e in shard["episodes"]}
-    bar = progress_bar(len(ids), "hf export", progress, initial=len(done))
+    n_done = sum(len(shard["episodes"]) for shard in rec.done)
+    bar = progress_bar(sel.num_parts, "hf export", progress, initial=n_done)
     limit = shard_size_mb * 1024 * 1024
     pending: list[pa.Table] = []
     names: list[str] = []
@@ -154,11 +159,9 @@ def export_hf(dataset_path: str, out_dir: str, cameras: Sequence[str] | None = N
         names.clear()
 
     try:
-        for i, ep in enumerate(sel.iter_episodes()):
-            if ep.episode_id in done:
-                continue
-            pending.append(_episode_table(ep, i, features, cams, schema, image_format, jpeg_quality))
-            names.append(ep.episode_id)
+        for i, part in enumerate(sel.iter_episodes(skip=n_done), start=n_done):
+            pending.append(_episode_table(part, i, features, cams, schema, image_format, jpeg_quality))
+            names.append(part.label)
             bar.update(1)
             if sum(t.nbytes for t in pending) >= limit:
                 flush()
@@ -172,7 +175,6 @@ def export_hf(dataset_path: str, out_dir: str, cameras: Sequence[str] | None = N
 
 def _card(sel, features: dict, cams: list[str], repo_id: str, image_format: str, rec: ExportProgress) -> str:
     idx = sel.episodes
-    steps = int(sum(idx.column("num_steps").to_pylist()))
     rows = [f"| `{k}` | {t} | |" for k, t in _META_COLUMNS]
     for n, f in features.items():
         rows.append(f"| `{n}` | {f.dtype} {list(f.shape)} | {f.unit or ''} {f.frame or ''} {f.encoding or ''}"
@@ -193,7 +195,8 @@ def _card(sel, features: dict, cams: list[str], repo_id: str, image_format: str,
         "---",
         f"# {repo_id}",
         "",
-        f"Exported by wamdata {wamdata.__version__} from `{sel.label}`: {idx.num_rows} episodes, {steps} steps, "
+        f"Exported by wamdata {wamdata.__version__} from `{sel.label}`: {sel.num_parts} episodes, {sel.num_steps} "
+        f"steps, "
         f"{len(rec.done)} shards. Sources: {', '.join(sources)}; embodiments: "
         f"{', '.join(sorted(set(idx.column('embodiment').to_pylist())))}.",
         "",

@@ -17,6 +17,10 @@ store has one rate), a camera some episodes lack or whose frame size differs (on
 step). Features some episodes lack and string features are left out with a warning / log line. Data
 without cameras is fine. Resume: after each episode the progress record stores the row count; a re-run
 with the same arguments truncates the arrays to it and continues with the next episode.
+
+Views: each kept step range of a view's ``keep_steps`` is its own episode (a ReplayBuffer episode is
+contiguous rows); ``.zattrs`` names, per episode, the source episode (``episode_ids``) and the stored
+steps it holds (``episode_steps``, [start, stop)).
 """
 
 from __future__ import annotations
@@ -73,9 +77,8 @@ def export_zarr(dataset_path: str, out_dir: str, cameras: Sequence[str] | None =
     out = Path(out_dir)
     check_output(sel.url, out, lambda p: (p / ".wamdata-export").is_dir() or (p / ".zgroup").is_file()
                  and (p / "meta").is_dir(), overwrite)
-    ids = sel.episodes.column("episode_id").to_pylist()
-    rec = ExportProgress(out, "zarr", {"source": str(dataset_path), "episodes": len(ids), "cameras": cams,
-                                       "image_chunk": image_chunk})
+    rec = ExportProgress(out, "zarr", {"source": str(dataset_path), "selection": sel.digest,
+                                       "episodes": sel.num_parts, "cameras": cams, "image_chunk": image_chunk})
     n_done, rows = len(rec.done), int(rec.state.get("rows", 0))
     root = zarr.open_group(str(out), mode="a", zarr_format=2)
     data, meta = root.require_group("data"), root.require_group("meta")
@@ -89,11 +92,9 @@ def export_zarr(dataset_path: str, out_dir: str, cameras: Sequence[str] | None =
         shape = (c["height"], c["width"], 3)
         arrays[cam] = _array(data, f"{cam}_rgb", (0, *shape), np.uint8, (image_chunk, *shape), images, rows)
     ends = _array(meta, "episode_ends", (0,), np.int64, (1024,), values, n_done)
-    bar = progress_bar(len(ids), "zarr export", progress, initial=n_done)
+    bar = progress_bar(sel.num_parts, "zarr export", progress, initial=n_done)
     try:
-        for i, ep in enumerate(sel.iter_episodes()):
-            if i < n_done:
-                continue
+        for i, ep in enumerate(sel.iter_episodes(skip=n_done), start=n_done):
             T = ep.num_steps
             for name in features:
                 _append(arrays[name], np.asarray(ep.array(name)).astype(arrays[name].dtype, copy=False), rows)
@@ -105,12 +106,13 @@ def export_zarr(dataset_path: str, out_dir: str, cameras: Sequence[str] | None =
                 _append(arrays[cam], frames, rows)
             rows += T
             _append(ends, np.array([rows], np.int64), i)
-            rec.save(done=rec.done + [ep.episode_id], rows=rows)
+            rec.save(done=rec.done + [ep.label], rows=rows)
             bar.update(1)
     finally:
         bar.close()
     root.attrs["wamdata"] = {
-        "fps": fps, "episode_ids": ids, "repo_id": repo_id, "source": str(dataset_path),
+        "fps": fps, "episode_ids": [e for e, _, _ in sel.spans], "episode_steps": [[a, b] for _, a, b in sel.spans],
+        "repo_id": repo_id, "source": str(dataset_path),
         "exported_by": f"wamdata {wamdata.__version__}", "cameras": {c: f"{c}_rgb" for c in cams},
         "features": {n: f.to_json() for n, f in features.items()}}
     rec.finish()
