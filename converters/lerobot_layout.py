@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wamdata.errors import SourceError
+from wamdata.sources import check_read_size
+
 V2_DATA = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 V2_VIDEO = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
 V3_DATA = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
@@ -212,7 +215,14 @@ def episode_rows(meta: LeRobotMeta, index: int) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise LayoutError(path, f"missing: the data file of episode {index}")
     try:
+        footer = pq.read_metadata(path)
+        # what decoding would allocate, as the footer declares it: a few kB of run-length-encoded
+        # pages may decode to terabytes
+        decoded = sum(footer.row_group(i).total_byte_size for i in range(footer.num_row_groups))
+        check_read_size(path, "parquet row groups (uncompressed)", (decoded,), "u1")
         table = pq.read_table(path, filters=[("episode_index", "==", index)] if meta.version == "v3.0" else None)
+    except SourceError as e:
+        raise LayoutError(path, e.reason) from None
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a broken file
         raise LayoutError(path, f"unreadable parquet ({type(e).__name__}: {e})") from None
     if table.num_rows == 0:

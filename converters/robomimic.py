@@ -54,7 +54,7 @@ from converters.robosuite_env import (arm_control, gripper_command_closure, has_
 from converters.rotations import rotvec_to_quat
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Camera, Episode
-from wamdata.sources import Converter, SourceItem, register
+from wamdata.sources import Converter, SourceItem, check_read_size, register
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,13 @@ class Robomimic(Converter):
                 yield failed(f":mask/{key}", f"mask/{key} missing (filter_key={key}); masks in the file: {known}")
                 return
             else:
-                listed = np.asarray(f[f"mask/{key}"][()]).ravel()
+                mask = f[f"mask/{key}"]
+                try:
+                    check_read_size(path, f"mask/{key}", mask.shape, mask.dtype)
+                except SourceError as e:
+                    yield failed(f":mask/{key}", e.reason)
+                    return
+                listed = np.asarray(mask[()]).ravel()
                 names = {n.decode() if isinstance(n, bytes) else str(n) for n in listed}
         for name in sorted(names, key=_demo_order):
             m = _DEMO_RE.match(name)
@@ -175,6 +181,8 @@ class Robomimic(Converter):
         g.visititems(lambda name, obj: datasets.__setitem__(name, obj) if isinstance(obj, h5py.Dataset) else None)
         if "actions" not in datasets:
             raise SourceError(item, f"robomimic: dataset {key}/actions missing")
+        for name, ds in datasets.items():   # headers bounded before anything is read (images included)
+            check_read_size(item, f"{key}/{name}", ds.shape, ds.dtype)
         actions = np.asarray(datasets["actions"][()])
         T = len(actions)
         if actions.ndim != 2 or T == 0:

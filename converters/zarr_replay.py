@@ -51,10 +51,11 @@ from typing import Iterator
 import numpy as np
 
 from converters.zarr_presets import PRESETS, Target, convert, make_plan, parse_map
+from converters.umi_plan import read_plan
 from converters.zarr_store import ReplayStore, ZarrFrames, is_store
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import FAMILIES, Camera, Episode
-from wamdata.sources import Converter, SourceItem, register
+from wamdata.sources import Converter, SourceItem, check_read_size, register
 
 NEXT_STATE = {"state.eef_pos": "action.eef_pos", "state.eef_rot": "action.eef_rot", "state.gripper": "action.gripper"}
 
@@ -86,6 +87,7 @@ class ZarrReplay(Converter):
         task: str | None = None
         derive_action: str | None = None   # next_state
         gripper_max_width: float = 0.09    # m, UMI's max_gripper_width
+        trust_pickle: bool = False         # unpickle dataset_plan.pkl and pickle-coded arrays (runs code)
 
         def __post_init__(self):
             if self.preset is not None and self.preset not in PRESETS:
@@ -107,22 +109,25 @@ class ZarrReplay(Converter):
         for path in _find_stores(root):
             rel = os.path.relpath(path, base)
             try:
-                with ReplayStore(path) as store:
+                with ReplayStore(path, self.options.trust_pickle) as store:
                     ends = store.episode_ends()
             except SourceError as e:   # the store is one failed item, named by its file and key
                 yield SourceItem(id=f"zarr_replay/{rel}", path=path, info={"relpath": rel, "error": e.reason})
                 continue
+            note, plan = read_plan(path, len(ends), self.options.trust_pickle)
             starts = np.concatenate([[0], ends[:-1]])
             for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
-                yield SourceItem(id=f"zarr_replay/{rel}:{i:06d}", path=path, index=i,
-                                 info={"relpath": rel, "start": int(s), "end": int(e)})
+                info = {"relpath": rel, "start": int(s), "end": int(e)}
+                if note:
+                    info["umi_plan"] = {**note, **(plan[i] if plan else {})}
+                yield SourceItem(id=f"zarr_replay/{rel}:{i:06d}", path=path, index=i, info=info)
 
     def read(self, item: SourceItem) -> Episode:
         if "error" in item.info:
             raise SourceError(item, item.info["error"])
         store = None
         try:
-            store = ReplayStore(item.path)
+            store = ReplayStore(item.path, self.options.trust_pickle)
             ep = self._read(item, store)
         except SourceError as e:
             if store is not None:
@@ -163,6 +168,9 @@ class ZarrReplay(Converter):
             if arr.shape[0] < end:
                 raise SourceError(item, f"zarr_replay: data/{key} has {arr.shape[0]} steps; meta/episode_ends[{i}]"
                                         f" = {end} is past its end")
+            # the episode's slice as the .zarray header sizes it (frames are read one chunk at a time,
+            # but a forged frame shape must fail here, not in the writer)
+            check_read_size(item, f"zarr_replay: data/{key}[{start}:{end}]", (T,) + tuple(arr.shape[1:]), arr.dtype)
             values = None
             for t in targets:
                 if t.kind == "camera":
@@ -178,6 +186,8 @@ class ZarrReplay(Converter):
             self._derive_next_state(ep, item, plan)
         ep.metadata.update({"provenance": {"store": item.info["relpath"], "episode": i, "start": start, "end": end},
                             "preset": self.options.preset, "unmapped_keys": unmapped, "skipped_keys": skipped})
+        if "umi_plan" in item.info:
+            ep.metadata["umi_plan"] = item.info["umi_plan"]
         return ep
 
     @staticmethod
@@ -191,7 +201,7 @@ class ZarrReplay(Converter):
         if arr.dtype != np.uint8:
             meta["to_uint8"] = "values on the 0-255 scale, rounded to the nearest integer and clipped"
         frames = ZarrFrames(item.path, f"data/{key}", start, end, int(arr.shape[1]), int(arr.shape[2]),
-                            int(arr.chunks[0]), store)
+                            int(arr.chunks[0]), store, trust_pickle=store.trust_pickle)
         ep.cameras[role] = Camera(role, frames, fps=ep.fps, metadata=meta)
 
     @staticmethod

@@ -23,6 +23,11 @@ from typing import Iterator
 import numpy as np
 
 from wamdata.errors import SourceError
+from wamdata.sources import check_read_size
+
+
+# numcodecs codecs whose decode unpickles (object arrays written with object_codec=Pickle())
+PICKLE_CODECS = {"pickle"}
 
 
 def is_store(path: str) -> bool:
@@ -43,11 +48,11 @@ def register_image_codecs() -> None:
 class ReplayStore:
     """One store opened read-only. Use as a context manager (a zip store holds its archive open)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, trust_pickle: bool = False):
         import zarr
 
         register_image_codecs()
-        self.path = path
+        self.path, self.trust_pickle = path, trust_pickle
         self.zipped = os.path.isfile(path)
         try:
             if self.zipped:
@@ -107,13 +112,19 @@ class ReplayStore:
         if missing:
             raise SourceError(self.path, f"zarr_replay: {rel}: codec {', '.join(map(repr, missing))} is not "
                                          "registered with numcodecs (install the package that provides it)")
+        if not self.trust_pickle and any(c and c.get("id") in PICKLE_CODECS for c in codecs):
+            raise SourceError(self.path, f"zarr_replay: {rel}: stored with numcodecs' pickle codec, which runs code "
+                                         "named by the data when decoded; not read (pass --trust-pickle if you "
+                                         "trust where the store came from)")
         try:
             return self.root[rel]
         except Exception as e:  # noqa: BLE001 - zarr raises many kinds for a bad .zarray; name the key
             raise SourceError(self.path, f"zarr_replay: {rel}: unreadable array metadata ({type(e).__name__}: {e})") from None
 
     def episode_ends(self) -> np.ndarray:
-        return np.asarray(self.array("meta/episode_ends")[:], np.int64)
+        ends = self.array("meta/episode_ends")
+        check_read_size(self.path, "zarr_replay: meta/episode_ends", ends.shape, ends.dtype)
+        return np.asarray(ends[:], np.int64)
 
 
 def to_uint8(block: np.ndarray) -> np.ndarray:
@@ -143,6 +154,7 @@ class ZarrFrames:
     store: ReplayStore | None = field(default=None, repr=False, compare=False)
     video_path: str | None = None
     codec: str | None = None
+    trust_pickle: bool = False
 
     @property
     def num_frames(self) -> int:
@@ -154,7 +166,7 @@ class ZarrFrames:
     def iter_frames(self) -> Iterator[np.ndarray]:
         chunk = max(self.chunk, 1)
         step = chunk * max(1, 16 // chunk)   # whole chunks, at least 16 frames (UMI's are one frame)
-        store = self.store or ReplayStore(self.path)
+        store = self.store or ReplayStore(self.path, self.trust_pickle)
         try:
             arr = store.array(self.key)
             i = self.start

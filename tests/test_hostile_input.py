@@ -236,3 +236,126 @@ def test_camera_names_from_source_metadata_are_made_safe(tmp_path):
         validate(ep)
     with pytest.raises(FormatError, match="camera names are 1-64 of"):
         write_dataset(str(tmp_path / "out"), [ep])
+
+
+def test_forged_robomimic_and_zarr_headers_fail_fast_naming_item_and_key(tmp_path):
+    import json
+    import os
+
+    import h5py
+
+    from converters.robomimic import Robomimic
+    from converters.zarr_replay import ZarrReplay
+    from tests.fixtures.robomimic import write_robomimic
+    from tests.fixtures.zarr_replay import write_umi
+    from wamdata.errors import SourceError
+
+    path = str(tmp_path / "rm" / "demo.hdf5")
+    write_robomimic(path, demos=2)
+    with h5py.File(path, "a") as f:
+        del f["data/demo_1/obs/agentview_image"]
+        f.create_dataset("data/demo_1/obs/agentview_image", shape=(12, 10**6, 10**6, 3), dtype="u1",
+                         chunks=(1, 64, 64, 3))
+    conv = Robomimic()
+    good, forged = list(conv.discover(path))
+    conv.read(good)
+    with pytest.raises(SourceError, match=r"data/demo_1/obs/agentview_image: declares shape \(12, 1000000, "):
+        conv.read(forged)
+
+    w = write_umi(str(tmp_path / "umi"), zipped=False)
+    zarray = os.path.join(w["path"], "data", "camera0_rgb", ".zarray")
+    meta = json.load(open(zarray))
+    meta["shape"][1:3] = [10**6, 10**6]
+    json.dump(meta, open(zarray, "w"))
+    conv = ZarrReplay(preset="umi")
+    item = next(conv.discover(str(tmp_path / "umi")))
+    with pytest.raises(SourceError, match=r"data/camera0_rgb\[0:12\]: declares shape \(12, 1000000, 1000000, 3\)"):
+        conv.read(item)
+
+    ends = os.path.join(w["path"], "meta", "episode_ends", ".zarray")
+    meta = json.load(open(ends))
+    meta["shape"] = [10**12]
+    json.dump(meta, open(ends, "w"))
+    (item,) = conv.discover(str(tmp_path / "umi"))   # the store is one failed item, named
+    with pytest.raises(SourceError, match=r"meta/episode_ends: declares shape \(1000000000000,\)"):
+        conv.read(item)
+
+
+def test_lerobot_parquet_is_bounded_by_its_footer_before_decoding(tmp_path, monkeypatch):
+    """The footer's uncompressed row-group size is checked against the read limit before pyarrow
+    decodes a page (run-length-encoded pages decode to far more than the file's size)."""
+    import wamdata.sources
+    from converters.lerobot import LeRobot
+    from tests.fixtures.lerobot import write_v21
+    from wamdata.errors import SourceError
+
+    write_v21(tmp_path / "ds")
+    conv = LeRobot()
+    item = next(conv.discover(str(tmp_path / "ds")))
+    conv.read(item)
+    monkeypatch.setattr(wamdata.sources, "MAX_READ_BYTES", 256)
+    with pytest.raises(SourceError, match=r"episode_000000.parquet: lerobot: parquet row groups \(uncompressed\): declares"):
+        conv.read(item)
+
+
+class _Touch:
+    """A pickle that creates a file when unpickled: proof of whether the converter ran it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_umi_dataset_plan_is_never_unpickled_without_trust_pickle(tmp_path, ray_session):
+    import pickle
+
+    from tests.fixtures.zarr_replay import write_umi
+    from wamdata.cli import main
+    from wamdata.format.reader import Dataset
+
+    session = tmp_path / "session"
+    write_umi(str(session), lengths=(6, 5))
+    marker = tmp_path / "code_ran"
+    with open(session / "dataset_plan.pkl", "wb") as f:
+        pickle.dump([{"cameras": [{"video_path": "demos/d0/raw_video.mp4", "video_start_end": (3, 9)}],
+                      "episode_timestamps": np.arange(6) / 59.94, "evil": _Touch(marker)},
+                     {"cameras": [{"video_path": "demos/d1/raw_video.mp4", "video_start_end": (0, 5)}],
+                      "episode_timestamps": np.arange(5) / 59.94}], f)
+
+    def plans(*flags):
+        out = tmp_path / f"out{len(flags)}"
+        assert main(["convert", "--source", "zarr_replay", "--input", str(session), "--output", str(out),
+                     "--option", "preset=umi", "--workers", "1", "--quiet", *flags]) == 0
+        ds = Dataset(str(out))
+        return [ds.episode(k).meta["metadata"]["umi_plan"] for k in sorted(ds.episodes.column("episode_id").to_pylist())]
+
+    untrusted = plans()
+    assert not marker.exists()
+    assert all(p["read"] is False and "--trust-pickle" in p["reason"] for p in untrusted)
+
+    trusted = plans("--trust-pickle")
+    assert marker.exists()   # trusted: unpickled, and whatever the file names runs
+    assert [p["cameras"] for p in trusted] == [
+        [{"video_path": "demos/d0/raw_video.mp4", "video_start_end": [3, 9]}],
+        [{"video_path": "demos/d1/raw_video.mp4", "video_start_end": [0, 5]}]]
+    assert trusted[1]["read"] is True and trusted[1]["timestamps"] == [0.0, pytest.approx(4 / 59.94)]
+
+
+def test_pickle_coded_zarr_arrays_are_refused_unless_trusted(tmp_path):
+    import json
+    import os
+
+    from converters.zarr_replay import ZarrReplay
+    from tests.fixtures.zarr_replay import write_umi
+    from wamdata.errors import SourceError
+
+    w = write_umi(str(tmp_path), zipped=False, cameras=1)
+    zarray = os.path.join(w["path"], "data", "timestamp", ".zarray")
+    meta = json.load(open(zarray))
+    meta["filters"] = [{"id": "pickle", "protocol": 5}]
+    json.dump(meta, open(zarray, "w"))
+    item = next(ZarrReplay(preset="umi").discover(str(tmp_path)))
+    with pytest.raises(SourceError, match=r"data/timestamp: stored with numcodecs' pickle codec.*--trust-pickle"):
+        ZarrReplay(preset="umi").read(item)

@@ -46,7 +46,8 @@ def cmd_convert(args) -> int:
     from wamdata.convert import ConvertConfig
 
     config = ConvertConfig(
-        source=args.source, input=args.input, output=args.output, options=_options(args.option),
+        source=args.source, input=args.input, output=args.output,
+        options={**({"trust_pickle": "true"} if args.trust_pickle else {}), **_options(args.option)},
         workers=args.workers if args.workers is not None or args.ray_address else 2,
         ray_address=args.ray_address, shard_size_mb=args.shard_size_mb,
         video_codec=args.video_codec, resolution=args.resolution, crf=args.crf, fast_decode=args.fast_decode,
@@ -87,9 +88,20 @@ def cmd_info(args) -> int:
 def cmd_validate(args) -> int:
     from wamdata.format.check import check_dataset
 
-    report = check_dataset(args.dataset, decode=not args.no_decode)
+    if args.repair and not args.deep:
+        raise ConfigError("validate: --repair needs --deep (it repairs what the deep check finds)")
+    report = check_dataset(args.dataset, decode=not args.no_decode, deep=args.deep)
     print(report.summary())
-    return 0 if report.ok else 1
+    if not args.repair or report.ok:
+        return 0 if report.ok else 1
+    from pipelines.executors import RayExecutor
+    from wamdata.repair import repair_dataset
+
+    workers = args.workers if args.workers is not None or args.ray_address else 2
+    with RayExecutor(workers=workers, address=args.ray_address) as executor:
+        repaired = repair_dataset(args.dataset, executor, check=report)
+    print(repaired.summary())
+    return 0 if repaired.ok else 1
 
 
 def cmd_stats(args) -> int:
@@ -169,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--limit", type=_at_least(1), default=None, help="convert only the first N source items")
     c.add_argument("--max-failures", type=_at_least(0), default=0, help="exit 0 while failures <= N (default 0)")
     c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="converter option")
+    c.add_argument("--trust-pickle", action="store_true",
+                   help="let the converter unpickle pickled source files (runs code they name; e.g. UMI's "
+                        "dataset_plan.pkl); only for converters with a trust_pickle option")
     c.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     c.add_argument("--retry-failed", action="store_true", help="read items that failed before again")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -185,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check index vs shards, decode every episode, check values")
     v.add_argument("dataset")
     v.add_argument("--no-decode", action="store_true", help="skip decoding videos (faster)")
+    v.add_argument("--deep", action="store_true",
+                   help="read every shard whole: each member's checksum, naming the shard, episode and member")
+    v.add_argument("--repair", action="store_true",
+                   help="with --deep: convert the damaged episodes again from their recorded source (Ray)")
+    v.add_argument("--workers", type=_at_least(1), default=None, help="--repair: CPUs of the local Ray (default 2)")
+    v.add_argument("--ray-address", default=None, help="--repair: join a Ray cluster instead (e.g. auto)")
     v.set_defaults(fn=cmd_validate)
 
     st = sub.add_parser("stats", help="report + per-embodiment normalisation statistics (writes stats.json)")

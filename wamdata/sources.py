@@ -108,19 +108,29 @@ def url_of(fs, path: str) -> str:
 # The most one array read of a source may allocate. Headers declare shapes before any data is read,
 # and a forged or corrupt one (an HDF5 dataset of 10^12 rows, a zarr .zarray asking for terabytes)
 # would otherwise be allocated — or, with lazy fill values, faulted in — before anything fails.
+# Read when checked (not bound as a default), so a deployment with larger arrays can raise it.
 MAX_READ_BYTES = 8 << 30
 
 
-def check_read_size(item, key: str, shape, dtype, limit: int = MAX_READ_BYTES) -> None:
-    """Refuse, naming the item and key, to read an array whose declared size exceeds ``limit``.
-    Call it with the header's shape and dtype before reading a whole array (``ds[()]``)."""
+def check_read_size(item, key: str, shape, dtype, limit: int | None = None) -> None:
+    """Refuse, naming the item and key, to read an array whose declared size exceeds ``limit``
+    (default :data:`MAX_READ_BYTES`). Call it with the header's shape and dtype before reading a
+    whole array (``ds[()]``), or with the slice's shape before reading a slice."""
     import numpy as np
 
+    limit = MAX_READ_BYTES if limit is None else limit
     nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * np.dtype(dtype).itemsize
     if nbytes > limit:
         raise SourceError(item, f"{key}: declares shape {tuple(int(s) for s in shape)} of {np.dtype(dtype)} "
-                                f"({nbytes / 2**30:.1f} GiB), more than the {limit / 2**30:.0f} GiB one read may "
-                                "take: a corrupt or forged header")
+                                f"({_bytes(nbytes)}), more than the {_bytes(limit)} one read may take: a corrupt "
+                                "or forged header")
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
 
 
 def _type_name(tp) -> str:
