@@ -25,13 +25,15 @@ import pyarrow.parquet as pq
 from wamdata import __version__
 from wamdata.errors import FormatError, OutputError
 from wamdata.format import layout
-from wamdata.format.writer import UnitResult
+from wamdata.format.writer import EncodedEpisode, ShardWriter, UnitResult, members_crc32, split_sample
 from wamdata.schema import declaration_conflict
 
 log = logging.getLogger(__name__)
 
 PARTS_DIR = "_index"
 SUMMARY_SUFFIX = ".stats.json"
+RETIRED_FILE = f"{PARTS_DIR}/retired.json"     # source items retired by a repair, until converted again
+REPLACES_KEY = b"wamdata.replaces"             # a rewritten shard's done marker: the shard it replaces
 
 INDEX_SCHEMA = pa.schema([
     ("episode_id", pa.string()),
@@ -40,6 +42,9 @@ INDEX_SCHEMA = pa.schema([
     ("offset", pa.int64()),
     ("size", pa.int64()),
     ("crc32", pa.int64()),
+    # one entry per tar member, in tar order; added to format v1 without a version bump (an added
+    # column): a dataset written before has no such column, or nulls in the rows written before it
+    ("member_crc32", pa.list_(pa.struct([("member", pa.string()), ("size", pa.int64()), ("crc32", pa.int64())]))),
     ("source", pa.string()),
     ("family", pa.string()),
     ("embodiment", pa.string()),
@@ -55,6 +60,15 @@ INDEX_SCHEMA = pa.schema([
     ("source_item", pa.string()),
     ("metadata", pa.string()),
 ])
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """An index table (a part, or episodes.parquet) with the columns of :data:`INDEX_SCHEMA`: columns
+    added to format v1 later (``member_crc32``) are null in rows written before them."""
+    for i, f in enumerate(INDEX_SCHEMA):
+        if f.name not in table.column_names:
+            table = table.add_column(i, f, pa.nulls(table.num_rows, f.type))
+    return table
 
 
 def _write_atomic(fs, path: str, data: bytes) -> None:
@@ -142,7 +156,8 @@ class DatasetIndex:
         return [f"{layout.SHARD_DIR}/{p.rsplit('/', 1)[-1][: -len('.parquet')]}.tar" for p in self._parts(".parquet")]
 
     def rows(self) -> pa.Table:
-        tables = [layout.read_parquet(self.fs, p) for p in self._parts(".parquet")]
+        tables = [conform(layout.read_parquet(self.fs, p)).replace_schema_metadata(None)
+                  for p in self._parts(".parquet")]
         return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
 
     def failures(self) -> list[dict]:
@@ -159,7 +174,14 @@ class DatasetIndex:
         return done
 
     def discard_partial(self) -> None:
-        """Remove temporary shards and shards without a done marker (a crash mid-commit)."""
+        """Remove temporary shards and shards without a done marker (a crash mid-commit), and finish
+        a retirement a crash interrupted (:meth:`retire`)."""
+        if self.fs.exists(self.path(RETIRED_FILE)):
+            for p in self._parts(".parquet"):
+                with self.fs.open(p, "rb") as f:
+                    replaced = (pq.ParquetFile(f).schema_arrow.metadata or {}).get(REPLACES_KEY)
+                if replaced:
+                    self._drop_marker(replaced.decode())
         tmp = self.path(layout.TMP_DIR)
         if self.fs.exists(tmp):
             self.fs.rm(tmp, recursive=True)
@@ -183,12 +205,90 @@ class DatasetIndex:
             out[rel] = self.fs.cat_file(part) if part else None
         return out
 
-    def _next_shard_number(self) -> int:
+    def _count_shards(self) -> None:
         if self._next_shard is None:
             nums = [int(layout.SHARD_PATTERN.match(s.rsplit("/", 1)[-1]).group(1)) for s in self.committed_shards()]
             self._next_shard = max(nums, default=-1) + 1
+
+    def _next_shard_number(self) -> int:
+        self._count_shards()
         self._next_shard += 1
         return self._next_shard - 1
+
+    # -- retiring (validate --repair) -----------------------------------------------------------
+    def retired_items(self) -> list[str]:
+        """Source items retired by a repair and not converted again yet."""
+        path = self.path(RETIRED_FILE)
+        return json.loads(self.fs.cat_file(path))["items"] if self.fs.exists(path) else []
+
+    def clear_retired(self) -> None:
+        """Forget retired items that are episodes or failures again (the rest stay listed)."""
+        left = sorted(set(self.retired_items()) - self.done_items())
+        if left:
+            _write_atomic(self.fs, self.path(RETIRED_FILE), json.dumps({"items": left}).encode())
+        elif self.fs.exists(self.path(RETIRED_FILE)):
+            self.fs.rm(self.path(RETIRED_FILE))
+
+    def retire(self, items: set[str]) -> list[str]:
+        """Take the episodes of source ``items`` out of the committed dataset, so that they can be
+        converted again (``wamdata validate --deep --repair``); returns their episode ids.
+
+        The items are listed in ``_index/retired.json`` first, so a repair that stops halfway is
+        finished by the next (and a resumed ``wamdata convert`` converts them: they are no longer
+        done). A shard whose episodes all go is deleted, its done marker first. A shard with others
+        left is rewritten: the other samples, their checksums verified, are copied member for member
+        into a new shard whose done marker names the shard it replaces (``wamdata.replaces`` in its
+        schema metadata); writing that marker is the commit point, the old shard and marker are
+        deleted next, or by :meth:`discard_partial` after a crash. Other shards are not touched.
+        """
+        _write_atomic(self.fs, self.path(RETIRED_FILE),
+                      json.dumps({"items": sorted(set(self.retired_items()) | set(items))}).encode())
+        self._count_shards()   # rewritten and new shards number past every shard there was
+        gone = []
+        for part in self._parts(".parquet"):
+            table = layout.read_parquet(self.fs, part)
+            retire = pc.is_in(table.column("source_item"), pa.array(sorted(items), pa.string()))
+            if not pc.any(retire).as_py():
+                continue
+            gone += table.filter(retire).column("episode_id").to_pylist()
+            keep = conform(table.filter(pc.invert(retire))).to_pylist()
+            name = part.rsplit("/", 1)[-1][: -len(".parquet")]
+            if keep:
+                self._rewrite_shard(f"{layout.SHARD_DIR}/{name}.tar", keep, table.schema.metadata or {})
+            self._drop_marker(f"{layout.SHARD_DIR}/{name}.tar")
+        self.discard_partial()   # the shards whose markers went
+        return gone
+
+    def _rewrite_shard(self, rel: str, rows: list[dict], metadata: dict) -> None:
+        self.fs.makedirs(self.path(layout.TMP_DIR), exist_ok=True)
+        tmp = self.path(f"{layout.TMP_DIR}/rewrite-{rel.rsplit('/', 1)[-1]}")
+        writer = ShardWriter(self.fs, tmp)
+        with self.fs.open(self.path(rel), "rb") as f:
+            for r in sorted(rows, key=lambda r: r["offset"]):
+                f.seek(r["offset"])
+                where = f"{self.path(rel)}#{r['key']}"
+                members = split_sample(f.read(r["size"]), where)
+                if members_crc32(b for _, b in members) != r["crc32"]:
+                    raise FormatError(f"{where}: checksum mismatch; repair episode {r['episode_id']!r} too")
+                enc = EncodedEpisode(r["key"], members, json.loads(members[0][1]))
+                r["offset"], r["size"] = writer.add(enc)
+                r["member_crc32"] = enc.member_crc32
+        writer.close()
+        new = layout.shard_path(self._next_shard_number())
+        self.fs.mv(tmp, self.path(new))
+        for r in rows:
+            r["shard"] = new
+        part = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA).replace_schema_metadata(
+            {**metadata, REPLACES_KEY: rel.encode()})
+        _write_atomic(self.fs, self.path(f"{PARTS_DIR}/{new.rsplit('/', 1)[-1][: -len('.tar')]}.parquet"),
+                      _table_bytes(part))
+
+    def _drop_marker(self, rel: str) -> None:
+        """Remove a shard's done marker and summary: the shard is then partial, deleted as such."""
+        name = rel.rsplit("/", 1)[-1][: -len(".tar")]
+        for p in (f"{PARTS_DIR}/{name}.parquet", f"{PARTS_DIR}/{name}{SUMMARY_SUFFIX}"):
+            if self.fs.exists(self.path(p)):
+                self.fs.rm(self.path(p))
 
     # -- committing ---------------------------------------------------------------------------
     def commit(self, result: UnitResult) -> list[str]:
@@ -242,7 +342,7 @@ class DatasetIndex:
                     raise FormatError(f"{p}: feature {name!r} declared differently in other shards: {conflict}")
             for name, cam in json.loads(md.get(b"wamdata.cameras", b"{}")).items():
                 cameras.setdefault(name, cam)
-            tables.append(t.replace_schema_metadata(None))
+            tables.append(conform(t).replace_schema_metadata(None))
         index = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
         ids = index.column("episode_id").to_pylist()
         if len(ids) != len(set(ids)):

@@ -9,6 +9,7 @@ it when the driver commits it, so a shard either exists whole or not at all.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tarfile
@@ -136,19 +137,63 @@ def members_crc32(datas: Iterable[bytes]) -> int:
     return crc
 
 
+@functools.cache
+def _zeros_operators() -> tuple[tuple[int, ...], ...]:
+    """GF(2) matrices (32 columns each) that advance a CRC32 register over 2**k zero bytes, k < 48."""
+    def times(mat, vec):
+        out, i = 0, 0
+        while vec:
+            if vec & 1:
+                out ^= mat[i]
+            vec, i = vec >> 1, i + 1
+        return out
+
+    op = (0xEDB88320, *(1 << n for n in range(31)))   # one zero bit
+    for _ in range(3):                                # -> one zero byte
+        op = tuple(times(op, c) for c in op)
+    ops = [op]
+    for _ in range(47):
+        ops.append(tuple(times(ops[-1], c) for c in ops[-1]))
+    return tuple(ops)
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """``zlib.crc32(a + b)`` from ``crc1 = zlib.crc32(a)``, ``crc2 = zlib.crc32(b)`` and ``len(b)``
+    (zlib's crc32_combine, which Python's zlib does not expose): the episode's checksum follows from
+    its members' without a second pass over their bytes."""
+    for op in _zeros_operators():
+        if not len2:
+            break
+        if len2 & 1:
+            vec, crc1, i = crc1, 0, 0
+            while vec:
+                if vec & 1:
+                    crc1 ^= op[i]
+                vec, i = vec >> 1, i + 1
+        len2 >>= 1
+    return crc1 ^ crc2
+
+
 @dataclass
 class EncodedEpisode:
-    """An episode turned into tar members, plus what the index needs to know about it."""
+    """An episode turned into tar members, plus what the index needs to know about it: its byte
+    count, one CRC32 per member (``member_crc32``: name, size, crc32, in tar order) and the episode's
+    CRC32 over all member payloads (``crc32``, :func:`members_crc32`), combined from the members'."""
 
     key: str
     members: list[tuple[str, bytes]]
     meta: dict
     num_bytes: int = field(init=False)
     crc32: int = field(init=False)
+    member_crc32: list[dict] = field(init=False)
 
     def __post_init__(self):
         self.num_bytes = sum(len(b) for _, b in self.members)
-        self.crc32 = members_crc32(b for _, b in self.members)
+        self.member_crc32 = [{"member": name, "size": len(b), "crc32": zlib.crc32(b)} for name, b in self.members]
+        crc = 0
+        for m in self.member_crc32:
+            crc = crc32_combine(crc, m["crc32"], m["size"])
+        self.crc32 = crc
 
 
 def encode_episode(episode: Episode, opts: VideoOptions) -> EncodedEpisode:
@@ -195,6 +240,21 @@ class ShardWriter:
         self._file.close()
 
 
+def split_sample(data: bytes, where: str) -> list[tuple[str, bytes]]:
+    """The (name, payload) members of one sample's tar bytes (its byte range in a shard, as the index
+    records it), in tar order. A damaged tar header makes the parse stop early (tarfile reads it as
+    the archive's end) or fail: callers compare the names with the ones recorded."""
+    out = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for m in tar:
+                if m.isfile():
+                    out.append((m.name, tar.extractfile(m).read()))
+    except tarfile.TarError as e:
+        raise FormatError(f"{where}: unreadable tar header ({e})") from e
+    return out
+
+
 def index_row(enc: EncodedEpisode, shard: str, offset: int, size: int, source_item: str) -> dict:
     """One row of episodes.parquet (see :data:`wamdata.format.index.INDEX_SCHEMA`)."""
     m = enc.meta
@@ -205,6 +265,7 @@ def index_row(enc: EncodedEpisode, shard: str, offset: int, size: int, source_it
         "offset": offset,
         "size": size,
         "crc32": enc.crc32,
+        "member_crc32": enc.member_crc32,
         "source": m["source"],
         "family": m["family"],
         "embodiment": m["embodiment"],
