@@ -132,13 +132,15 @@ def _figure(w: float, h: float, cols: int = 1):
 def _bars(title: str, counts: dict[str, tuple[float, int]]) -> str:
     """Hours and episodes per key, side by side."""
     keys = sorted(counts, key=lambda k: -counts[k][0])
+    most = max(counts[k][0] for k in keys)
+    unit, scale = ("hours", 1) if most >= 1 else ("minutes", 60) if most * 60 >= 1 else ("seconds", 3600)
     fig, (a, b) = _figure(8, 0.8 + 0.3 * len(keys), cols=2)
     y = np.arange(len(keys))
-    a.barh(y, [counts[k][0] for k in keys], color="#4c78a8")
+    a.barh(y, [counts[k][0] * scale for k in keys], color="#4c78a8")
     b.barh(y, [counts[k][1] for k in keys], color="#f58518")
     a.set_yticks(y, keys)
     a.invert_yaxis()
-    a.set_xlabel("hours")
+    a.set_xlabel(unit)
     b.set_xlabel("episodes")
     fig.suptitle(title)
     return _png(fig)
@@ -155,20 +157,21 @@ def _length_hist(source: str, seconds: np.ndarray, steps: np.ndarray) -> str:
 
 
 def _dims_plot(name: str, f: dict, names) -> str:
-    """Per dimension: min..max (thin), q01..q99 (thick), mean +- std (black), median (white tick)."""
+    """Per dimension (labelled by its name, else its index): min..max (thin), q01..q99 (thick),
+    mean +- std (black), median (white tick)."""
     shape = f.get("shape", [])
     d = min(len(f["mean"]), MAX_DIMS)
     val = {k: np.array([np.nan if v is None else v for v in f[k][:d]], np.float64)
            for k in ("mean", "std", "min", "max", "q01", "q50", "q99")}
     fig, ax = _figure(6.5, 0.7 + 0.22 * d)
     y = np.arange(d)
-    ax.hlines(y, val["min"], val["max"], color="#bbbbbb", lw=1, label="min..max")
-    ax.hlines(y, val["q01"], val["q99"], color="#9ecae9", lw=6, label="q01..q99")
-    ax.errorbar(val["mean"], y, xerr=val["std"], fmt="o", color="black", ms=3, capsize=2, label="mean ± std")
+    ax.hlines(y, val["min"], val["max"], color="#bbbbbb", lw=1)
+    ax.hlines(y, val["q01"], val["q99"], color="#9ecae9", lw=6)
+    ax.errorbar(val["mean"], y, xerr=val["std"], fmt="o", color="black", ms=3, capsize=2)
     ax.plot(val["q50"], y, "|", color="white", ms=6, mew=1.5)
-    ax.set_yticks(y, [_dim_label(name, j, shape, names) for j in range(d)], fontsize=7)
+    ax.set_yticks(y, [_dim_label("", j, shape, names).strip("[]") or name for j in range(d)], fontsize=7)
     ax.invert_yaxis()
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=3, frameon=False)
+    ax.set_title(name, fontsize=9)
     return _png(fig)
 
 
@@ -311,7 +314,7 @@ def render_report(parts: Sequence[tuple[Part, dict]], title: str, decoder: str =
     hours_src, hours_emb = defaultdict(lambda: [0.0, 0]), defaultdict(lambda: [0.0, 0])
     for s in sections:
         for key, g in s["summary"]["breakdown"].items():
-            acc = hours_src[f"{s['label']}/{key}" if many else key]
+            acc = hours_src[f"{s['label']}/{key}" if many and key != s["label"] else key]
             acc[0], acc[1] = acc[0] + g["hours"], acc[1] + g["episodes"]
         for key, g in s["by_embodiment"].items():
             acc = hours_emb[key]
@@ -422,8 +425,8 @@ code { background: #f3f3f3; padding: 0 .2em; }
 </section>
 
 <section class="failures" id="dataset-{{ d }}-failures"><h3>Conversion failures: {{ s.failures_total }}</h3>
-{% if s.failures %}<table><tr><th>item</th><th>error</th><th>reason</th></tr>
-{% for f in s.failures %}<tr class="failure"><td title="{{ f.get("path", "") }}">{{ f.get("item") }}</td><td>{{ f.get("error", "") }}</td><td>{{ f.get("reason", "") }}</td></tr>{% endfor %}</table>
+{% if s.failures %}<table><tr><th>item, file</th><th>error</th><th>reason</th></tr>
+{% for f in s.failures %}<tr class="failure"><td>{{ f.get("item") }}<br><span class="muted">{{ f.get("path") or "" }}</span></td><td>{{ f.get("error", "") }}</td><td>{{ f.get("reason", "") }}</td></tr>{% endfor %}</table>
 {% if s.failures_total > s.failures|length %}<p class="muted">{{ s.failures_total - s.failures|length }} more in failures.jsonl</p>{% endif %}
 {% else %}<p class="muted">none</p>{% endif %}
 </section>
