@@ -44,7 +44,7 @@ import numpy as np
 from converters.hdf5_io import open_h5
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Camera, Episode, camera_name
-from wamdata.sources import Converter, SourceItem, check_read_size, register
+from wamdata.sources import Converter, SourceItem, check_read_size, json_value, register
 
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper")
 JOINT_NAMES = tuple(f"{side}_{j}" for side in ("left", "right") for j in ARM_JOINTS)   # ALOHA's 14 columns
@@ -89,16 +89,6 @@ def _decode_row(row: np.ndarray, swap_bgr: bool) -> np.ndarray:
     if img is None:
         raise ValueError(f"undecodable compressed image row ({len(row)} bytes)")
     return img[..., ::-1].copy() if swap_bgr else img
-
-
-def _jsonable(v):
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    return v
 
 
 @register("aloha")
@@ -149,7 +139,7 @@ class Aloha(Converter):
         T = len(qpos)
         if T == 0:
             raise SourceError(item, "aloha: /observations/qpos has no steps")
-        attrs = {k: _jsonable(v) for k, v in f.attrs.items()}
+        attrs = {k: json_value(v) for k, v in f.attrs.items()}
         fps = float(self.options.fps)
         ep = Episode(episode_id=item.id, source="aloha", family="sim" if attrs.get("sim") else "teleop",
                      embodiment=self.options.embodiment, fps=fps,

@@ -53,7 +53,7 @@ from converters.rotations import euler_xyz_to_quat, pose6_to_matrix
 from wamdata.errors import ConfigError, WamdataError
 from wamdata.media import VideoFileFrames
 from wamdata.schema import TIMESTAMP, Camera, Episode
-from wamdata.sources import (Converter, SourceError, SourceItem, check_read_size, is_local, register, source_fs,
+from wamdata.sources import (Converter, SourceError, SourceItem, check_read_size, is_local, json_value, register, source_fs,
                              url_of)
 
 FPS = 15.0
@@ -122,17 +122,6 @@ def idle_mask(velocity, threshold: float = IDLE_THRESHOLD, min_steps: int = IDLE
             out[i:j + 1] = True
         i = j
     return out
-
-
-def _py(value):
-    """h5 attrs / numpy values -> JSON-safe Python."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        return [_py(v) for v in value.tolist()] if value.dtype.kind in "SO" else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _is_metadata(name: str) -> bool:
@@ -285,7 +274,7 @@ class DroidRaw(Converter):
 
         try:
             with h5py.File(path, "r") as f:
-                attrs = {k: _py(v) for k, v in f.attrs.items()}
+                attrs = {k: json_value(v) for k, v in f.attrs.items()}
                 f.visititems(load)
         except (OSError, RuntimeError, KeyError, ValueError) as e:
             raise SourceError(item, f"trajectory.h5: truncated or unreadable HDF5 file ({e})") from None

@@ -45,7 +45,7 @@ from converters.rotations import matrix_to_quat
 from wamdata.errors import ConfigError, FormatError, SourceError
 from wamdata.media import VideoFileFrames
 from wamdata.schema import Camera, Episode
-from wamdata.sources import Converter, SourceItem, check_read_size, register
+from wamdata.sources import Converter, SourceItem, check_read_size, json_value, register
 
 SIDES = ("left", "right")
 FINGERS = (("Thumb", "thumb"), ("IndexFinger", "index_finger"), ("MiddleFinger", "middle_finger"),
@@ -66,17 +66,6 @@ CAMERA_KEY = "transforms/camera"
 WRIST_NAMES = tuple(f"{s}_{c}" for s in SIDES for c in ("x", "y", "z", "qx", "qy", "qz", "qw"))
 KEYPOINT_NAMES = tuple(f"{s}_{k}_{a}" for s in SIDES for k in KEYPOINTS for a in "xyz")
 _STEM_RE = re.compile(r"^(\d+)\.hdf5$")
-
-
-def _text(v):
-    """An HDF5 attribute as JSON: bytes decoded, arrays as lists (of str for string arrays)."""
-    if isinstance(v, (bytes, np.bytes_)):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, np.ndarray):
-        return [_text(x) for x in v.tolist()] if v.dtype.kind in "OSU" else v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def description(attrs: dict) -> str:
@@ -149,7 +138,7 @@ class EgoDex(Converter):
                        description=f"transforms/{joint} as recorded: joint-to-world SE(3), ARKit origin frame")
         self._others(item, f, ep, T)
         intrinsic = self._dataset(item, f, "camera/intrinsic", (3, 3))
-        attrs = {k: _text(v) for k, v in f.attrs.items()}
+        attrs = {k: json_value(v) for k, v in f.attrs.items()}
         folder = os.path.basename(os.path.dirname(item.path))
         ep.tasks = [t for t in (description(attrs), folder.replace("_", " ")) if t]
         ep.cameras["ego"] = self._camera(item, T, intrinsic, cam, ep)

@@ -44,7 +44,7 @@ from converters.rlds_mapping import FieldSpec, apply_conversion, decode_field, f
 from wamdata.errors import ConfigError, SourceError
 from wamdata.media import LazyFrames, decode_image, encoded_image_frames
 from wamdata.schema import Camera, Episode, LanguageSegment
-from wamdata.sources import Converter, SourceItem, register, source_fs, url_of
+from wamdata.sources import Converter, SourceItem, json_value, register, source_fs, url_of
 
 RLDS_FLAGS = ("is_first", "is_last", "is_terminal", "reward", "discount")
 DEFAULT_FPS = 10.0
@@ -53,16 +53,6 @@ _SHARD_RE = re.compile(r"^(?P<name>.+)-(?P<split>[^-.]+)\.tfrecord(?:-(?P<shard>
 
 def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", s)
-
-
-def _jsonable(v):
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, (bytes, bytearray)):
-        return v.decode("utf-8", "replace")
-    return v
 
 
 def _decode_at(images: list[bytes], i: int) -> np.ndarray:
@@ -201,7 +191,7 @@ class RLDS(Converter):
             col = f"meta.{short}" if short in RLDS_FLAGS else "extra." + short.replace("/", ".")
             ep.add(col, v, description=fs.description, names=None)
         self._language(ep, fields, preset, T)
-        episode_meta = {k.split("/", 1)[-1] if k.startswith("episode_metadata/") else k: _jsonable(v)
+        episode_meta = {k.split("/", 1)[-1] if k.startswith("episode_metadata/") else k: json_value(v)
                         for k, (fs, v) in fields.items() if not fs.per_step}
         ep.success = self._success(episode_meta, preset)
         fps_source = "option" if self.options.fps else ("preset" if preset.get("fps") else "default")

@@ -48,13 +48,13 @@ import numpy as np
 
 from converters.aloha import HDF5Frames
 from converters.hdf5_io import find_h5, open_h5
-from converters.robomimic_meta import attr_value, describe, json_attr, looks_like
+from converters.robomimic_meta import describe, json_attr, looks_like
 from converters.robosuite_env import (arm_control, gripper_command_closure, has_gripper, has_panda_gripper,
                                       panda_closure, robot_names)
 from converters.rotations import rotvec_to_quat
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Camera, Episode
-from wamdata.sources import Converter, SourceItem, check_read_size, register
+from wamdata.sources import Converter, SourceItem, check_read_size, json_value, register
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class Robomimic(Converter):
         ep.action_space = "eef_delta"
 
     def _cameras(self, item, ep, f, g, key, datasets, images) -> None:
-        convention = attr_value(f["data"].attrs.get("macros_image_convention", "opengl"))
+        convention = json_value(f["data"].attrs.get("macros_image_convention", "opengl"))
         flip = self.options.preset == "libero" and convention != "opencv"
         info = json_attr(item, g, "camera_info", key)
         for name in sorted(n for n in images if n.startswith("obs/")):

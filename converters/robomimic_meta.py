@@ -10,13 +10,7 @@ import numpy as np
 
 from wamdata.errors import SourceError
 from wamdata.schema import Episode
-
-
-def attr_value(v):
-    """An HDF5 attribute as JSON-able Python (bytes decoded, arrays as lists)."""
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    return v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v
+from wamdata.sources import json_value
 
 
 def json_attr(item, obj, name: str, where: str, preset: str | None = None) -> dict:
@@ -26,7 +20,7 @@ def json_attr(item, obj, name: str, where: str, preset: str | None = None) -> di
             raise SourceError(item, f"robomimic: attr {name!r} of {where} missing (preset={preset})")
         return {}
     try:
-        return json.loads(attr_value(obj.attrs[name]))
+        return json.loads(json_value(obj.attrs[name]))
     except (TypeError, ValueError) as e:
         raise SourceError(item, f"robomimic: attr {name!r} of {where} is not JSON ({e})") from None
 
@@ -58,10 +52,10 @@ def describe(item, ep: Episode, data, g, env_args: dict, arrays: dict, options, 
              next_images: list[str]) -> None:
     """Task, success and metadata of one demo (``data`` the file's data group, ``g`` the demo's)."""
     preset, key = options.preset, f"data/{item.info['demo']}"
-    file_attrs = {k: attr_value(v) for k, v in data.attrs.items() if k != "env_args"}
-    demo_attrs = {k: attr_value(v) for k, v in g.attrs.items() if k not in ("model_file", "ep_meta", "camera_info")}
+    file_attrs = {k: json_value(v) for k, v in data.attrs.items() if k != "env_args"}
+    demo_attrs = {k: json_value(v) for k, v in g.attrs.items() if k not in ("model_file", "ep_meta", "camera_info")}
     if "model_file" in g.attrs:   # the episode's MJCF (hundreds of kB): identified, not copied
-        xml = attr_value(g.attrs["model_file"])
+        xml = json_value(g.attrs["model_file"])
         demo_attrs["model_file"] = {"sha1": hashlib.sha1(xml.encode()).hexdigest(), "chars": len(xml)}
     ep_meta = json_attr(item, g, "ep_meta", key, preset if preset == "robocasa" else None)
     problem = json_attr(item, data, "problem_info", "data", preset if preset == "libero" else None)
@@ -78,6 +72,6 @@ def describe(item, ep: Episode, data, g, env_args: dict, arrays: dict, options, 
     ep.metadata.update({"preset": preset, "provenance": provenance, "env_args": env_args, "success_from": how,
                         "file_attrs": file_attrs, "demo_attrs": demo_attrs, "final_next_obs": final_next})
     optional = {"ep_meta": ep_meta, "problem_info": problem, "next_obs_images_dropped": next_images,
-                "datagen_info_attrs": ({k: attr_value(v) for k, v in g["datagen_info"].attrs.items()}
+                "datagen_info_attrs": ({k: json_value(v) for k, v in g["datagen_info"].attrs.items()}
                                        if "datagen_info" in g else {})}
     ep.metadata.update({k: v for k, v in optional.items() if v})

@@ -41,7 +41,7 @@ from converters.hdf5_io import open_h5
 from converters.robosuite_env import arm_control, gripper_command_closure, robot_names
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Episode
-from wamdata.sources import Converter, SourceItem, check_read_size, register
+from wamdata.sources import Converter, SourceItem, check_read_size, json_value, register
 
 _DEMO_RE = re.compile(r"demo_(\d+)$")
 _H5_RE = re.compile(r"\.(hdf5|h5)$")
@@ -53,10 +53,6 @@ def task_from_env_name(name: str) -> str:
     """``PickPlaceCan`` -> ``pick place can``; ``PickCube-v1`` -> ``pick cube`` (a version suffix dropped)."""
     name = re.sub(r"-v\d+$", "", name)
     return " ".join(w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name))
-
-
-def _text(v) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 def _demo_sort_key(name: str):
@@ -113,7 +109,7 @@ class Robosuite(Converter):
             return self._read(item, f["data"], f"data/{demo}")
 
     def _read(self, item: SourceItem, data, key: str) -> Episode:
-        attrs = {k: _text(v) for k, v in data.attrs.items()}
+        attrs = {k: json_value(v) for k, v in data.attrs.items()}
         try:
             env_info = json.loads(attrs["env_info"]) if "env_info" in attrs else {}
         except json.JSONDecodeError as e:
@@ -199,7 +195,7 @@ class Robosuite(Converter):
     def _demo_attrs(self, g) -> dict:
         out = {}
         for k, v in g.attrs.items():
-            v = _text(v) if isinstance(v, (bytes, str)) else (v.tolist() if hasattr(v, "tolist") else v)
+            v = json_value(v)
             if k == "model_file" and isinstance(v, str) and v.lstrip().startswith("<") and not self.options.keep_model_xml:
                 v = {"sha256": hashlib.sha256(v.encode()).hexdigest(), "chars": len(v)}
             out[k] = v

@@ -20,6 +20,8 @@ import pickle
 
 import numpy as np
 
+from wamdata.sources import json_value
+
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "dataset_plan.pkl"
@@ -27,19 +29,8 @@ UNTRUSTED = ("not unpickled: unpickling runs code named by the file; pass --trus
              "(--option trust_pickle=true) if you trust where it came from")
 
 
-def _plain(value):
-    """numpy scalars and arrays as JSON-able Python values."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-
-
 def _episode(entry) -> dict:
-    cams = [{"video_path": str(c.get("video_path")), "video_start_end": _plain(c.get("video_start_end"))}
+    cams = [{"video_path": str(c.get("video_path")), "video_start_end": json_value(c.get("video_start_end"))}
             for c in entry.get("cameras") or []]
     ts = np.asarray(entry.get("episode_timestamps", []), np.float64).ravel()
     out = {"cameras": cams}

@@ -126,6 +126,25 @@ def check_read_size(item, key: str, shape, dtype, limit: int | None = None) -> N
                                 "or forged header")
 
 
+def json_value(value):
+    """A source's attribute or metadata value as JSON-able Python: bytes decoded (UTF-8, bad bytes
+    replaced), numpy scalars as Python numbers, arrays and tuples as lists (string arrays as lists of
+    str); anything else JSON cannot hold as its ``str``."""
+    import numpy as np
+
+    if isinstance(value, (bytes, bytearray, np.bytes_)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return [json_value(v) for v in value.tolist()] if value.dtype.kind in "OSU" else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_value(v) for k, v in value.items()}
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
 def _bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
