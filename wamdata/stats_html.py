@@ -421,7 +421,7 @@ code { background: #f3f3f3; padding: 0 .2em; }
 {% if s.signals.missing %}<p class="note">{{ s.signals.missing }}</p>{% else %}
 <p class="muted">{{ s.signals.episodes }} episodes; hover a plot for what it measures</p>
 {% for p in s.signals.plots %}<figure class="signal" data-signal="{{ p.name }}" title="{{ p.doc }}"><img alt="{{ p.name }}" src="{{ p.uri }}"></figure>{% endfor %}
-{% if s.signals.empty %}<p class="muted">no values (e.g. no camera): {{ s.signals.empty|join(", ") }}</p>{% endif %}{% endif %}
+{% if s.signals.empty %}<p class="muted">null for every episode here (e.g. blur without a camera, duplicate_distance without duplicates): {{ s.signals.empty|join(", ") }}</p>{% endif %}{% endif %}
 </section>
 
 <section class="failures" id="dataset-{{ d }}-failures"><h3>Conversion failures: {{ s.failures_total }}</h3>
