@@ -240,11 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("dataset", help="dataset folder, or a view / manifest (.yaml) of one dataset")
     ex.add_argument("--format", choices=["lerobot", "hf", "zarr"], default="lerobot",
                     help="target format (default lerobot)")
-    ex.add_argument("--output", required=True, help="folder to create (must not exist or be empty)")
+    ex.add_argument("--output", required=True, help="folder to create (absent or empty), or an unfinished "
+                                                    "export of the same command, which resumes")
     ex.add_argument("--cameras", nargs="+", default=None, help="cameras to export (default: all)")
     ex.add_argument("--repo-id", default="wamdata/export", help="LeRobot repo id recorded in the export")
     ex.add_argument("--overwrite", action="store_true",
-                    help="replace --output if it holds an export (hf, zarr: without it an unfinished one resumes)")
+                    help="replace --output if it holds an export (without it an unfinished one resumes)")
     ex.add_argument("--quiet", action="store_true", help="no progress bar")
     ex.set_defaults(fn=cmd_export)
     return p
