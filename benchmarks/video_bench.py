@@ -32,8 +32,22 @@ import numpy as np
 NTSC = Fraction(60000, 1001)
 
 
-def make_input(path: str, seconds: float) -> None:
-    """A 1080p59.94 H.264 file with texture and motion (x264 ultrafast, GOP 60 as cameras write)."""
+def make_input(path: str, seconds: float, tile: float | None = None) -> None:
+    """A 1080p59.94 H.264 file with texture and motion (x264 ultrafast, GOP 60 as cameras write).
+
+    With ``tile``, only ``tile`` seconds are encoded and their packets repeated (timestamps shifted) up
+    to ``seconds``: an hour-long input in minutes instead of hours, decoded like any other file."""
+    if tile and tile < seconds:
+        tile_path = path + ".tile.mp4"
+        _encode(tile_path, tile)
+        _repeat(tile_path, path, seconds)
+        os.remove(tile_path)
+    else:
+        _encode(path, seconds)
+    _write_captions(path, seconds)
+
+
+def _encode(path: str, seconds: float) -> None:
     import av
 
     h, w = 1080, 1920
@@ -52,6 +66,28 @@ def make_input(path: str, seconds: float) -> None:
             vf.pts = i
             out.mux(s.encode(vf))
         out.mux(s.encode())
+
+
+def _repeat(tile_path: str, path: str, seconds: float) -> None:
+    """Copy the tile's packets (no re-encode) until ``seconds`` of video, each copy shifted in time."""
+    import av
+
+    with av.open(tile_path) as src:
+        packets = [p for p in src.demux(src.streams.video[0]) if p.size]
+        tile_pts = max(p.pts + p.duration for p in packets)
+        tile_s = float(tile_pts * src.streams.video[0].time_base)
+        with av.open(path, "w") as out:
+            dst = out.add_stream_from_template(src.streams.video[0])
+            for k in range(int(np.ceil(seconds / tile_s))):
+                for pkt in packets:
+                    pkt.stream = dst
+                    shift = k * tile_pts
+                    pkt.pts, pkt.dts = pkt.pts + shift, pkt.dts + shift
+                    out.mux(pkt)
+                    pkt.pts, pkt.dts = pkt.pts - shift, pkt.dts - shift
+
+
+def _write_captions(path: str, seconds: float) -> None:
     cues = []
     for k, t in enumerate(np.arange(0.5, seconds - 4, 4.0)):
         a, b = t, t + 3
@@ -109,6 +145,8 @@ CASES = [  # (label, mode, decode, threads, size, resolution)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--tile", type=float, help="encode this many seconds and repeat them (long inputs)")
+    p.add_argument("--cases", help="comma-separated case numbers to run (default: all)")
     p.add_argument("--case", type=int, help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
     p.add_argument("--mode"), p.add_argument("--decode"), p.add_argument("--threads", type=int, default=1)
@@ -120,10 +158,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "long_1080p60.mp4")
         t0 = time.perf_counter()
-        make_input(path, args.seconds)
+        make_input(path, args.seconds, args.tile)
         print(f"input: {args.seconds:.0f} s 1920x1080 59.94 fps H.264, {os.path.getsize(path) / 1e6:.0f} MB "
               f"(generated in {time.perf_counter() - t0:.0f} s); {os.cpu_count()} cores")
-        for label, mode, decode, threads, size, res in CASES:
+        chosen = [int(c) for c in args.cases.split(",")] if args.cases else range(len(CASES))
+        for label, mode, decode, threads, size, res in (CASES[c] for c in chosen):
             cmd = [sys.executable, __file__, "--input", path, "--seconds", str(args.seconds), "--mode", mode,
                    "--decode", decode, "--threads", str(threads)]
             cmd += ["--size", size] if size else []
