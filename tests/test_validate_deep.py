@@ -6,10 +6,13 @@ import hashlib
 import json
 import shutil
 import tarfile
+import zlib
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import wamdata
 from pipelines.executors import RayExecutor
@@ -19,6 +22,7 @@ from tests.toolkit_flow import check_toolkit_flow
 from wamdata.cli import main
 from wamdata.convert import ConvertConfig, convert
 from wamdata.format.check import check_dataset
+from wamdata.format.checksum import crc32_combine
 from wamdata.format.index import DatasetIndex
 from wamdata.format.lock import WriterLock
 
@@ -215,3 +219,11 @@ def test_an_interrupted_repair_is_finished_by_the_next(tmp_path, ray_session, ca
     assert sorted(ds.episodes.column("episode_id").to_pylist()) == [f"synthetic/ep{i:04d}.npz" for i in range(4)]
     assert check_dataset(str(tmp_path / "ds"), deep=True).ok
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.binary(max_size=3000), st.integers(0, 70_000))
+def test_member_checksums_combine_into_the_episode_checksum(a, b, zeros):
+    """The writer derives the episode's CRC32 from its members' (no second pass): exactly zlib's."""
+    b += bytes(zeros)
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)

@@ -9,6 +9,11 @@ keeps its own and a resumed job merges them without reading a shard again.
 :meth:`DatasetIndex.finalize` merges the parts into ``episodes.parquet``, ``failures.jsonl`` and
 ``wamdata.json``, each written under a temporary name and renamed, so readers never see a half index.
 Per-commit cost is proportional to the unit, not to the dataset, so this holds at 100k episodes.
+
+:meth:`DatasetIndex.retire` takes committed episodes out again (``validate --deep --repair``) with the
+same care: a shard rewritten without them is committed under a new number by a done marker that names
+the shard it replaces, and ``_index/retired.json`` lists the items until they are converted again.
+Columns added to format v1 later (``member_crc32``) are null in rows written before (:func:`conform`).
 """
 
 from __future__ import annotations

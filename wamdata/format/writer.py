@@ -5,11 +5,14 @@ One sample per episode, key = :func:`layout.episode_key`: ``<key>.json`` (metada
 Tar headers carry no time, owner or mode of the writing machine, so the same episodes give
 byte-identical shards. A shard is written under a temporary name; :mod:`wamdata.format.index` renames
 it when the driver commits it, so a shard either exists whole or not at all.
+
+Checksums are taken from the member bytes in memory as each episode is encoded: one CRC32 per member
+(the index's ``member_crc32``, what ``validate --deep`` checks) and the episode's CRC32 over all its
+members (``crc32``), combined from the members' (:func:`crc32_combine`) rather than a second pass.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import tarfile
@@ -24,6 +27,7 @@ import pyarrow.parquet as pq
 from wamdata import __version__
 from wamdata.errors import FormatError, OutputError
 from wamdata.format import layout, video
+from wamdata.format.checksum import crc32_combine
 from wamdata.schema import Episode, declaration_conflict, validate
 
 
@@ -135,43 +139,6 @@ def members_crc32(datas: Iterable[bytes]) -> int:
     for data in datas:
         crc = zlib.crc32(data, crc)
     return crc
-
-
-@functools.cache
-def _zeros_operators() -> tuple[tuple[int, ...], ...]:
-    """GF(2) matrices (32 columns each) that advance a CRC32 register over 2**k zero bytes, k < 48."""
-    def times(mat, vec):
-        out, i = 0, 0
-        while vec:
-            if vec & 1:
-                out ^= mat[i]
-            vec, i = vec >> 1, i + 1
-        return out
-
-    op = (0xEDB88320, *(1 << n for n in range(31)))   # one zero bit
-    for _ in range(3):                                # -> one zero byte
-        op = tuple(times(op, c) for c in op)
-    ops = [op]
-    for _ in range(47):
-        ops.append(tuple(times(ops[-1], c) for c in ops[-1]))
-    return tuple(ops)
-
-
-def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
-    """``zlib.crc32(a + b)`` from ``crc1 = zlib.crc32(a)``, ``crc2 = zlib.crc32(b)`` and ``len(b)``
-    (zlib's crc32_combine, which Python's zlib does not expose): the episode's checksum follows from
-    its members' without a second pass over their bytes."""
-    for op in _zeros_operators():
-        if not len2:
-            break
-        if len2 & 1:
-            vec, crc1, i = crc1, 0, 0
-            while vec:
-                if vec & 1:
-                    crc1 ^= op[i]
-                vec, i = vec >> 1, i + 1
-        len2 >>= 1
-    return crc1 ^ crc2
 
 
 @dataclass
