@@ -244,3 +244,18 @@ def test_partials_kept_at_write_time_equal_the_stats_read_back(dataset, tmp_path
             np.testing.assert_allclose(a[name]["std"], b[name]["std"], rtol=1e-9, atol=1e-12)
     for name, entry in kept["all"].items():
         check_feature(entry, flat(episodes, name))
+
+
+def test_image_like_extra_features_are_kept_but_not_summarised(tmp_path):
+    """A per-step depth map (ManiSkill) stays in the data; stats cover the vectors, not its pixels."""
+    rng = np.random.default_rng(0)
+    ep = make_episode(0, 20, "franka", rng)
+    ep.add("extra.depth", rng.integers(0, 3000, (20, 48, 64)).astype(np.int16))
+    path = str(tmp_path / "ds")
+    write_dataset(path, [ep])
+    stats = compute_stats(path)
+    assert "extra.depth" not in stats["all"] and "state.joint_pos" in stats["all"]
+    from wamdata.format.reader import Dataset
+
+    stored = Dataset(path).episode(ep.episode_id).array("extra.depth")
+    np.testing.assert_array_equal(stored, ep.steps["extra.depth"])

@@ -6,7 +6,8 @@ mean and sum of squared deviations (M2, float64, merged with Chan et al.'s paral
 and std are exact up to float rounding whatever the split), min, max and one Apache DataSketches KLL
 sketch per dimension for quantiles (q01 / q50 / q99 within the sketch's rank-error bound, about 0.3%
 at the default ``k``). Boolean features (e.g. ``extra.idle``) are only counted (true / total) for the
-report; strings are skipped.
+report; strings, and features of more than ``MAX_STATS_VALUES`` values per step (depth maps, point
+clouds), are skipped.
 
 A :class:`StatsPartial` holds one such set per embodiment plus small counters; :func:`merge` is pure
 (returns a new partial, never mutates its arguments) and partials round-trip through
@@ -55,6 +56,9 @@ STATS_FORMAT_VERSION = 1
 DEFAULT_K = 1000  # KLL accuracy parameter: normalised rank error ~0.28% (99% confidence)
 QUANTILES = {"q01": 0.01, "q50": 0.50, "q99": 0.99}
 STAT_PREFIXES = ("state.", "action.", "extra.")
+# Features with more values per step are images or clouds kept as data (ManiSkill's depth maps are
+# 128x128): one sketch per pixel would cost megabytes per shard and normalises nothing a model uses.
+MAX_STATS_VALUES = 1024
 
 __all__ = [
     "STATS_FILE", "DEFAULT_K", "FeatureStats", "StatsPartial", "merge", "merge_all",
@@ -433,10 +437,16 @@ def _is_numeric_dtype(dtype: str) -> bool:
     return (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)) and dt != np.bool_
 
 
+def _per_step_values(feature) -> int:
+    return int(np.prod(getattr(feature, "shape", ()) or (), dtype=np.int64))
+
+
 def stats_features(features: Mapping) -> list[str]:
-    """Names of the features that get statistics: numeric ``state.*`` / ``action.*`` / ``extra.*``."""
+    """Names of the features that get statistics: numeric ``state.*`` / ``action.*`` / ``extra.*`` of
+    at most :data:`MAX_STATS_VALUES` values per step."""
     return sorted(n for n, f in features.items()
-                  if n.startswith(STAT_PREFIXES) and _is_numeric_dtype(getattr(f, "dtype", "")))
+                  if n.startswith(STAT_PREFIXES) and _is_numeric_dtype(getattr(f, "dtype", ""))
+                  and _per_step_values(f) <= MAX_STATS_VALUES)
 
 
 def flag_features(features: Mapping) -> list[str]:
