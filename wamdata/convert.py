@@ -157,7 +157,7 @@ def convert(config: ConvertConfig, executor=None) -> ConvertReport:
         return _convert(config, converter, executor, start)
 
 
-def _unit_failed(args: tuple, err: Exception) -> UnitResult:
+def unit_failed(args: tuple, err: Exception) -> UnitResult:
     """A unit whose task failed: its items are recorded as failed — unless it was the output that
     failed (disk full, read-only), which no item is to blame for: that stops the job."""
     cause = getattr(err, "cause", err)   # a Ray task error carries the task's own exception
@@ -190,7 +190,7 @@ def _convert(config: ConvertConfig, converter, executor, start: float) -> Conver
     bar = tqdm(total=len(todo), unit="item", disable=config.quiet, desc=f"convert {config.source}")
     try:
         args = [(config, name, its) for name, its in units]
-        for result in executor.map_unordered(run_unit, args, on_error=_unit_failed):
+        for result in executor.map_unordered(run_unit, args, on_error=unit_failed):
             index.commit(result)
             rows = result.rows
             report.converted += len(rows)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from wamdata import __version__
 from wamdata import stats as wstats
-from wamdata.convert import ConvertConfig, SerialExecutor, _unit_failed, discover, plan_units, run_unit
+from wamdata.convert import ConvertConfig, SerialExecutor, unit_failed, discover, plan_units, run_unit
 from wamdata.errors import FormatError, WamdataError
 from wamdata.format import layout
 from wamdata.format.check import CheckReport, check_dataset
@@ -138,7 +138,7 @@ def _convert_again(path: str, plans: list[tuple[ConvertConfig, list[SourceItem]]
         report.retired = index.retire({it.id for _, its in plans for it in its})
         for config, items in plans:
             args = [(config, f"repair-{name}", its) for name, its in plan_units(items, executor.parallelism, None)]
-            for result in executor.map_unordered(run_unit, args, on_error=_unit_failed):
+            for result in executor.map_unordered(run_unit, args, on_error=unit_failed):
                 index.commit(result)
                 report.written += [r["episode_id"] for r in result.rows]
                 report.failed += result.failures
