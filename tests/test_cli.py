@@ -25,6 +25,10 @@ def test_convert_info_validate(tmp_path, ray_session, capsys):
     assert info["features"]["state.eef_rot"]["unit"] == "quat_xyzw"
     assert main(["validate", str(tmp_path / "ds")]) == 0
     assert "OK — 3 episodes, 30 frames decoded" in capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "ds" / "stats.json")   # ready for normalize="stats"
+    assert _convert(tmp_path / "src", tmp_path / "bare", "--no-stats") == 0
+    assert not os.path.exists(tmp_path / "bare" / "stats.json")
+    assert not any(n.endswith(".stats.json") for n in os.listdir(tmp_path / "bare" / "_index"))
 
 
 def test_read_commands_exit_cleanly_as_processes(tmp_path, ray_session):

@@ -51,7 +51,7 @@ def cmd_convert(args) -> int:
         workers=args.workers if args.workers is not None or args.ray_address else 2,
         ray_address=args.ray_address, shard_size_mb=args.shard_size_mb,
         video_codec=args.video_codec, resolution=args.resolution, crf=args.crf, fast_decode=args.fast_decode,
-        limit=args.limit,
+        limit=args.limit, stats=not args.no_stats,
         max_failures=args.max_failures, overwrite=args.overwrite, retry_failed=args.retry_failed,
         quiet=args.quiet,
     )
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--limit", type=_at_least(1), default=None, help="convert only the first N source items")
     c.add_argument("--max-failures", type=_at_least(0), default=0, help="exit 0 while failures <= N (default 0)")
     c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="converter option")
+    c.add_argument("--no-stats", action="store_true",
+                   help="skip the statistics computed while converting (stats.json; `wamdata stats` writes it later)")
     c.add_argument("--trust-pickle", action="store_true",
                    help="let the converter unpickle pickled source files (runs code they name; e.g. UMI's "
                         "dataset_plan.pkl); only for converters with a trust_pickle option")
