@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -71,7 +72,11 @@ def one_size(n: int, workers: int, work: str) -> dict:
     import wamdata
 
     src, out = os.path.join(work, "src"), os.path.join(work, "ds")
-    write_npz_tree(src, n=n, T=10)
+    # in its own process: the generator returns every array it wrote (for tests), which is the
+    # fixture's memory, not the driver's
+    gen = multiprocessing.get_context("spawn").Process(target=write_npz_tree, args=(src,), kwargs={"n": n, "T": 10})
+    gen.start()
+    gen.join()
     ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     ray.get([ray.remote(lambda: 0).remote() for _ in range(workers)])   # workers up before timing
     res: dict = {"episodes": n}

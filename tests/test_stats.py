@@ -225,11 +225,11 @@ def test_partials_kept_at_write_time_equal_the_stats_read_back(dataset, tmp_path
         assert len(result.summaries) == len(result.shards) >= 2
         idx.commit(result)
     idx.finalize()
-    parts = idx.shard_summaries()
+    parts = dict(idx.shard_summaries())
     assert all(b is not None for b in parts.values()) and len(parts) >= 6
     state = load_state(next(iter(parts.values())))
     assert dump_state(StatsPartial.from_state(state).to_state()) == dump_state(state)   # lossless round trip
-    kept = conversion_stats(str(tmp_path / "ds"), parts, write=False)
+    kept = conversion_stats(str(tmp_path / "ds"), idx.shard_summaries(), write=False)
     read = compute_stats(str(tmp_path / "ds"), write=False)
     assert kept["counters"] == read["counters"] and kept["flags"] == read["flags"]
     assert (kept["episodes"], kept["steps"]) == (read["episodes"], read["steps"])

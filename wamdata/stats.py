@@ -523,18 +523,26 @@ def compute_stats(dataset_path: str, *, k: int = DEFAULT_K, map_shards: MapShard
     return finish(dataset_path, states, k, write=write)
 
 
-def conversion_stats(dataset_path: str, parts: Mapping[str, bytes | None], k: int = DEFAULT_K,
+def conversion_stats(dataset_path: str, parts: Iterable[tuple[str, bytes | None]], k: int = DEFAULT_K,
                      write: bool = True) -> dict:
     """``stats.json`` at the end of a conversion: the merge of every committed shard's partial, as the
-    conversion tasks computed and stored them (``parts``: shard -> :func:`dump_state` bytes, see
-    :meth:`wamdata.format.index.DatasetIndex.shard_summaries`). A shard without one (written by an
-    older wamdata, or without statistics) is read back with :func:`shard_partial`, so a resumed or
-    extended dataset gets the statistics of all its shards, each counted once."""
-    missing = [s for s, b in parts.items() if b is None]
-    if missing:
-        log.info("%s: %d shards without stored statistics; reading their steps", dataset_path, len(missing))
-    states = (load_state(b) if b is not None else shard_partial(dataset_path, s, k) for s, b in parts.items())
-    return finish(dataset_path, states, k, write=write)
+    conversion tasks computed and stored them (``parts``: ``(shard, dump_state bytes)`` pairs, see
+    :meth:`wamdata.format.index.DatasetIndex.shard_summaries`), folded in one at a time. A shard
+    without one (written by an older wamdata, or without statistics) is read back with
+    :func:`shard_partial`, so a resumed or extended dataset gets the statistics of all its shards, each
+    counted once."""
+    def states():
+        missing = 0
+        for shard, data in parts:
+            if data is None:
+                missing += 1
+                yield shard_partial(dataset_path, shard, k)
+            else:
+                yield load_state(data)
+        if missing:
+            log.info("%s: %d shards had no stored statistics; their steps were read", dataset_path, missing)
+
+    return finish(dataset_path, states(), k, write=write)
 
 
 def write_stats(dataset_path: str, stats: Mapping) -> str:

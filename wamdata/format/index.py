@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections import Counter
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -200,15 +201,14 @@ class DatasetIndex:
             if f"{p.rsplit('/', 1)[-1][: -len(SUMMARY_SUFFIX)]}.tar" not in committed:
                 self.fs.rm(p)
 
-    def shard_summaries(self) -> dict[str, bytes | None]:
-        """Each committed shard (relative path) -> the summary stored with it, or None where it has
-        none (written without one, or by a wamdata that kept none)."""
+    def shard_summaries(self) -> Iterator[tuple[str, bytes | None]]:
+        """``(shard, summary)`` for each committed shard (relative path): the summary stored with it, or
+        None where it has none (written without one, or by a wamdata that kept none). Read one at a
+        time as the caller folds them in, so the driver never holds every shard's summary at once."""
         have = {p.rsplit("/", 1)[-1][: -len(SUMMARY_SUFFIX)]: p for p in self._parts(SUMMARY_SUFFIX)}
-        out = {}
         for rel in self.committed_shards():
             part = have.get(rel.rsplit("/", 1)[-1][: -len(".tar")])
-            out[rel] = self.fs.cat_file(part) if part else None
-        return out
+            yield rel, (self.fs.cat_file(part) if part else None)
 
     def _count_shards(self) -> None:
         if self._next_shard is None:
