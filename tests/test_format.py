@@ -103,3 +103,32 @@ def test_i420_planes_match_pyav_and_rgb_matches_swscale(w, h):
         np.testing.assert_array_equal(i420(f), f.to_ndarray())
         diff = np.abs(to_rgb(f).astype(int) - f.to_ndarray(format="rgb24").astype(int))
         assert diff.max() <= 4 and diff.mean() < 2
+
+
+def test_a_many_episode_item_is_spooled_and_still_all_or_nothing(tmp_path, monkeypatch):
+    """One item may hold hundreds of clips: encoded episodes wait in a spool on disk past its memory
+    limit (1 kB here) until the whole item has encoded; a failing episode still fails only its item."""
+    import wamdata.format.spool as spool
+    from wamdata.format.index import DatasetIndex
+    from wamdata.format.reader import Dataset
+    from wamdata.format.writer import VideoOptions, encode_episode, write_unit
+
+    monkeypatch.setattr(spool, "SPOOL_MEMORY", 1024)
+    good = [_episode(f"long/clip{i}") for i in range(5)]
+    bad = [_episode(f"broken/clip{i}") for i in range(5)]
+    bad[3].steps["action.joint_pos"][2, 3] = np.nan
+    fs_path = str(tmp_path / "ds")
+    idx = DatasetIndex.open(fs_path, overwrite=True)
+    work = [("long", "long.mp4", lambda: good), ("broken", "broken.mp4", lambda: bad)]
+    result = write_unit(idx.fs, idx.root, "u0", work, VideoOptions())
+    assert [f["item"] for f in result.failures] == ["broken"] and "NaN" in result.failures[0]["reason"]
+    ((_, rows),) = result.shards
+    assert [r["episode_id"] for r in rows] == [ep.episode_id for ep in good]
+    assert [r["crc32"] for r in rows] == [encode_episode(ep, VideoOptions()).crc32 for ep in good]
+    idx.commit(result)
+    idx.finalize()
+    ds = Dataset(fs_path)
+    for ep in good:
+        stored = ds.episode(ep.episode_id)
+        np.testing.assert_array_equal(stored.array("state.eef_pos"), ep.steps["state.eef_pos"])
+        assert stored.crc32() == rows[good.index(ep)]["crc32"]

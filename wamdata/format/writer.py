@@ -28,6 +28,7 @@ from wamdata import __version__
 from wamdata.errors import FormatError, OutputError
 from wamdata.format import layout, video
 from wamdata.format.checksum import crc32_combine
+from wamdata.format.spool import EncodedSpool
 from wamdata.schema import Episode, declaration_conflict, validate
 
 
@@ -300,8 +301,8 @@ def write_unit(fs, root: str, unit: str, work: Iterable[Work], opts: VideoOption
                shard_size_mb: float = 512, summary: Callable[[], ShardSummary] | None = None) -> UnitResult:
     """Read, validate, encode and write the items of one unit into one or more temporary shards.
 
-    An item is all-or-nothing: its episodes are encoded before any is written, so a failing item
-    leaves nothing behind. Errors of the wamdata hierarchy become failure records; anything else
+    An item is all-or-nothing: its episodes are encoded (into a :class:`~wamdata.format.spool.EncodedSpool`,
+    memory-bounded) before any is written, so a failing item leaves nothing behind. Errors of the wamdata hierarchy become failure records; anything else
     (a bug, an exotic library error) is recorded too with its type, so one item never stops the job.
     With ``summary``, each shard gets a fresh one that observes the shard's episodes as they are
     written; its bytes land in ``result.summaries`` under the shard's temporary path.
@@ -336,23 +337,25 @@ def _write_unit(fs, root, unit, work, opts, shard_size_mb, summary, result: Unit
             writer, rows, summ = None, [], None
 
     for item_id, path, read in work:
-        try:
-            pairs = [(ep, encode_episode(ep, opts)) for ep in read()]
-            for _, enc in pairs:
-                _merge_declarations(result, enc.meta)
-        except Exception as err:  # noqa: BLE001 - recorded, never lost (see docstring)
-            result.failures.append(failure_record(item_id, path, err))
-            continue
-        for ep, enc in pairs:
-            if writer is None:
-                tmp = layout.join(root, f"{layout.TMP_DIR}/{unit}.part-{len(result.shards):03d}.tar")
-                writer = ShardWriter(fs, tmp)
-                summ = summary() if summary is not None else None
-            offset, size = writer.add(enc)
-            rows.append(index_row(enc, writer.path, offset, size, item_id))
-            if summ is not None:
-                summ.observe(ep, enc.meta)
-        pairs = None   # the episodes (and frames their sources hold) go before the next item is read
+        # the episodes (and frames their sources hold) go with the spool before the next item is read
+        with EncodedSpool() as spool:
+            try:
+                for ep in read():
+                    spool.put(ep, encode_episode(ep, opts))
+                for meta in spool.metas():
+                    _merge_declarations(result, meta)
+            except Exception as err:  # noqa: BLE001 - recorded, never lost (see docstring)
+                result.failures.append(failure_record(item_id, path, err))
+                continue
+            for ep, enc in spool.drain():
+                if writer is None:
+                    tmp = layout.join(root, f"{layout.TMP_DIR}/{unit}.part-{len(result.shards):03d}.tar")
+                    writer = ShardWriter(fs, tmp)
+                    summ = summary() if summary is not None else None
+                offset, size = writer.add(enc)
+                rows.append(index_row(enc, writer.path, offset, size, item_id))
+                if summ is not None:
+                    summ.observe(ep, enc.meta)
         if writer is not None and writer.size >= limit:
             close()
     close()
