@@ -117,3 +117,32 @@ def test_long_concatenated_file_does_not_drift(tmp_path):
             item = d[int(starts[e] + t)]
             got = _to_uint8_hwc(item["observation.images.wrist"])
             assert psnr(got, eps[e].cameras["wrist"].frames.array[t]) > 30, (e, t)
+
+
+def test_a_view_with_kept_steps_loads_range_by_range(tmp_path):
+    """A view's kept ranges become LeRobot episodes (cut ranges re-encoded): LeRobotDataset reads the
+    provenance columns and gives each kept step's values and frame."""
+    import wamdata
+
+    src, eps = make_dataset(tmp_path / "src", lengths=(12, 9))
+    ids = [e.episode_id for e in eps]
+    view = tmp_path / "view.yaml"
+    view.write_text(f"datasets:\n  - path: {src}\n    episodes: {ids}\n"
+                    f"    keep_steps:\n      {ids[0]}: [[2, 6], [8, 12]]\n")
+    parts = [(0, 2, 6), (0, 8, 12), (1, 0, 9)]
+    out = export_lerobot(str(view), str(tmp_path / "out"), repo_id=REPO, video_files_size_in_mb=0.006, progress=False)
+    d = lerobot_dataset.LeRobotDataset(REPO, root=out)
+    assert d.meta.total_episodes == 3 and len(d) == sum(b - a for _, a, b in parts)
+    stored = {e: wamdata.open_dataset(src).episode(e) for e in ids}
+    index = 0
+    for e, (i, a, b) in enumerate(parts):
+        row = d.meta.episodes[e]
+        assert (row["wamdata/episode_id"], row["wamdata/from_step"], row["wamdata/to_step"]) == (ids[i], a, b)
+        want = stored[ids[i]].array("state.eef_pos")[a:b]
+        for t in (0, b - a - 1):
+            item = d[index + t]
+            assert int(item["episode_index"]) == e and int(item["frame_index"]) == t
+            np.testing.assert_allclose(item["observation.state"].numpy()[:3], want[t], rtol=1e-6)
+            got = _to_uint8_hwc(item["observation.images.wrist"])
+            assert psnr(got, eps[i].cameras["wrist"].frames.array[a + t]) > 30, (e, t)
+        index += b - a
