@@ -87,7 +87,10 @@ class DatasetPlan:
     def __init__(self, rows: pa.Table, target_fps: float | None, stride: int, shard_bytes: dict[str, int],
                  ranges: dict[str, tuple] | None = None):
         self.rows = rows
-        d = rows.to_pydict() if rows.num_rows else {c: [] for c in rows.column_names}
+        # only the columns planning reads: whole rows as Python (member checksums, tasks, metadata)
+        # would cost the driver kilobytes an episode
+        cols = rows.select(["episode_id", "shard", "offset", "size", "num_steps", "fps", "duration_s"])
+        d = cols.to_pydict() if rows.num_rows else {c: [] for c in cols.column_names}
         wins = num_windows(np.array(d["num_steps"], np.int64), np.array(d["fps"], np.float64),
                            np.array(d["duration_s"], np.float64), target_fps, stride) if rows.num_rows else []
         ranges = ranges or {}
