@@ -122,7 +122,7 @@ def check_read_size(item, key: str, shape, dtype, limit: int | None = None) -> N
     nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * np.dtype(dtype).itemsize
     if nbytes > limit:
         raise SourceError(item, f"{key}: declares shape {tuple(int(s) for s in shape)} of {np.dtype(dtype)} "
-                                f"({_bytes(nbytes)}), more than the {_bytes(limit)} one read may take: a corrupt "
+                                f"({human_bytes(nbytes)}), more than the {human_bytes(limit)} one read may take: a corrupt "
                                 "or forged header")
 
 
@@ -145,10 +145,13 @@ def json_value(value):
     return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
 
-def _bytes(n: int) -> str:
+def human_bytes(n: int | None) -> str:
+    """A byte count for people: ``8 GiB``, ``31.7 KiB``, ``512 B`` (``?`` when unknown)."""
+    if n is None:
+        return "?"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
-            return f"{n:.3g} {unit}"
+            return f"{n} B" if unit == "B" else f"{n:.3g} {unit}"
         n /= 1024
 
 

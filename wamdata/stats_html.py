@@ -33,7 +33,8 @@ import numpy as np
 
 from wamdata.errors import FormatError
 from wamdata.loader.manifest import is_manifest_path, kept_steps_mask, load_manifest, view_selection
-from wamdata.stats_report import _bytes, _dim_label, summarize
+from wamdata.sources import human_bytes
+from wamdata.stats_report import dim_label, summarize
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def _dims_plot(name: str, f: dict, names) -> str:
     ax.hlines(y, val["q01"], val["q99"], color="#9ecae9", lw=6)
     ax.errorbar(val["mean"], y, xerr=val["std"], fmt="o", color="black", ms=3, capsize=2)
     ax.plot(val["q50"], y, "|", color="white", ms=6, mew=1.5)
-    ax.set_yticks(y, [_dim_label("", j, shape, names).strip("[]") or name for j in range(d)], fontsize=7)
+    ax.set_yticks(y, [dim_label("", j, shape, names).strip("[]") or name for j in range(d)], fontsize=7)
     ax.invert_yaxis()
     ax.set_title(name, fontsize=9)
     return _png(fig)
@@ -322,7 +323,7 @@ def render_report(parts: Sequence[tuple[Part, dict]], title: str, decoder: str =
     total = {k: sum(s["summary"][k] for s in sections) for k in ("episodes", "steps", "hours", "bytes", "shards")}
     total["failures"] = sum(s["failures_total"] for s in sections)
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(hours=_hours, size=_bytes, pct=_pct)
+    env.filters.update(hours=_hours, size=human_bytes, pct=_pct)
     return env.from_string(_TEMPLATE).render(
         title=title, generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), sections=sections,
         total=total, many=many, by_source=_bars("per source", dict(hours_src)) if hours_src else None,

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from wamdata.errors import ConfigError
+from wamdata.sources import human_bytes
 
 BY_KEYS = ("source", "embodiment", "family", "task")
 IDLE_FEATURE = "extra.idle"
@@ -134,17 +135,7 @@ def _g(v) -> str:
     return f"{'—':>11}" if v is None else f"{v:>11.4g}"
 
 
-def _bytes(n) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1000
-    return str(n)
-
-
-def _dim_label(name: str, j: int, shape: list, names) -> str:
+def dim_label(name: str, j: int, shape: list, names) -> str:
     if not shape:
         return name
     if names and j < len(names):
@@ -158,7 +149,7 @@ def format_report(s: dict) -> str:
     """The report as fixed-width text."""
     out = [f"{s['path']}",
            f"  episodes {s['episodes']}   steps {s['steps']}   hours {s['hours']:.3f}   "
-           f"{_bytes(s['bytes'])} in {s['shards']} shards   failures {s['failures']}",
+           f"{human_bytes(s['bytes'])} in {s['shards']} shards   failures {s['failures']}",
            f"  success rate {_pct(s['success_rate'])} (of {s['success_known']} labelled)   "
            f"language coverage {_pct(s['language_coverage'])}   idle fraction {_pct(s['idle_fraction'])}"]
     el = s["episode_length"]
@@ -193,7 +184,7 @@ def format_report(s: dict) -> str:
     for name, f in stats.get("all", {}).items():
         dims = len(f["mean"])
         for j in range(min(dims, MAX_DIMS)):
-            rows.append((_dim_label(name, j, f.get("shape", []), s["feature_names"].get(name)), [f[k][j] for k in keys]))
+            rows.append((dim_label(name, j, f.get("shape", []), s["feature_names"].get(name)), [f[k][j] for k in keys]))
         if dims > MAX_DIMS:
             rows.append((f"{name} ... {dims - MAX_DIMS} more dimensions (see --json)", None))
     width = max([len("feature[dim]")] + [len(label) for label, v in rows if v is not None])   # names never cut
