@@ -37,7 +37,7 @@ from typing import Iterator
 
 import numpy as np
 
-from converters.hdf5_io import open_h5
+from converters.hdf5_io import find_h5, open_h5
 from converters.robosuite_env import arm_control, gripper_command_closure, robot_names
 from wamdata.errors import ConfigError, SourceError
 from wamdata.schema import Episode
@@ -78,10 +78,7 @@ class Robosuite(Converter):
     def discover(self, root: str) -> Iterator[SourceItem]:
         import h5py
 
-        if os.path.isfile(root):
-            paths, root = [root], os.path.dirname(root)
-        else:
-            paths = sorted(os.path.join(d, n) for d, _, names in os.walk(root) for n in names if _H5_RE.search(n))
+        root, paths = find_h5(root)
         for path in paths:
             rel = os.path.relpath(path, root)
             stem = "robosuite_" + re.sub(r"[^A-Za-z0-9_-]+", "_", _H5_RE.sub("", rel))

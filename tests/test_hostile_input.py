@@ -64,13 +64,24 @@ def test_mutated_tfrecord_files_fail_as_record_errors(data):
     cut = data.draw(st.integers(0, len(buf)))
     buf = bytes(buf[:cut])
     f = io.BytesIO(buf)
-    for span in tfr.scan_records(f, len(buf)):
-        if span.error:
+    spans = tfr.scan_records(f, len(buf))
+    outcomes = []
+    for span in spans:
+        if span.error:   # named at scan time (what rlds records as the failure's reason)
+            assert isinstance(span.error, str) and span.error
+            outcomes.append("named")
             continue
         try:
-            tfr.parse_example(tfr.read_record(f, span.offset, span.index, len(buf)))
-        except (tfr.RecordError, ValueError, IndexError):
-            pass
+            out = tfr.parse_example(tfr.read_record(f, span.offset, span.index, len(buf)))
+        except (tfr.RecordError, ValueError, IndexError) as e:
+            assert str(e)
+            outcomes.append("refused")
+        else:
+            assert isinstance(out, dict)
+            outcomes.append("parsed")
+    assert len(outcomes) == len(spans)
+    if buf == good:   # mutations that changed nothing: both records come back
+        assert outcomes == ["parsed", "parsed"]
 
 
 def test_forged_record_length_fails_before_allocating():
@@ -94,12 +105,15 @@ def shard_bytes(tmp_path_factory):
         return f.read()
 
 
-def _read_all(data: bytes) -> None:
+def _read_all(data: bytes) -> int:
+    """Episodes read from a shard's bytes, every steps column parsed."""
+    n = 0
     for key, members in _samples(io.BytesIO(data), "fuzzed.tar"):
         ep = StoredEpisode(key, members, f"fuzzed.tar#{key}")
-        ep.steps   # parse the parquet member too
-        for name in ep.steps.column_names:
+        for name in ep.steps.column_names:   # parses the parquet member too
             ep.array(name)
+        n += 1
+    return n
 
 
 @FUZZ
@@ -110,9 +124,13 @@ def test_mutated_shards_raise_only_format_errors(shard_bytes, data):
         buf[data.draw(st.integers(0, len(buf) - 1))] = data.draw(st.integers(0, 255))
     buf = bytes(buf[:data.draw(st.integers(0, len(buf)))])
     try:
-        _read_all(buf)
-    except FormatError:
-        pass
+        n = _read_all(buf)
+    except FormatError as e:
+        assert "fuzzed.tar" in str(e)   # the error names the shard
+    else:
+        assert n <= _read_all(shard_bytes)
+        if buf == shard_bytes:
+            assert n == _read_all(shard_bytes) > 0
 
 
 @FUZZ

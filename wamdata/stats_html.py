@@ -32,9 +32,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from wamdata.errors import FormatError
-from wamdata.loader.manifest import is_manifest_path, kept_steps_mask, load_manifest, view_selection
+from wamdata.loader.manifest import is_manifest_path, kept_steps_mask, load_manifest
 from wamdata.sources import human_bytes
-from wamdata.stats_report import dim_label, summarize
+from wamdata.stats_report import dim_label, selected_index, summarize
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +94,6 @@ def dataset_parts(path: str) -> Iterator[list[Part]]:
 
 
 # ---- data ---------------------------------------------------------------------------------------
-
-def _rows(part: Part):
-    """(dataset, selected index rows as a dict of lists, kept step ranges by episode id)."""
-    import wamdata
-
-    if is_manifest_path(part.path):
-        spec, table = view_selection(part.path)
-        return wamdata.open_dataset(spec.path), table.to_pydict(), spec.ranges
-    ds = wamdata.open_dataset(part.path)
-    return ds, ds.episodes.to_pydict(), {}
-
 
 def _hours(h: float) -> str:
     if h >= 1:
@@ -282,13 +271,9 @@ def _features(summary: dict, ds) -> list[dict]:
 
 
 def _dataset_section(part: Part, stats: dict, decoder) -> dict:
-    ds, idx, ranges = _rows(part)
+    ds, idx, ranges, steps, secs = selected_index(part.path)   # a view: its kept steps, as in the summary
     by_source = summarize(part.path, stats, by="source")
     by_emb = summarize(part.path, stats, by="embodiment")
-    # a view's episode lengths are its kept steps (as in the summary)
-    steps = np.array([int(kept_steps_mask(ranges[e], n).sum()) if e in ranges else n
-                      for e, n in zip(idx["episode_id"], idx["num_steps"])], np.int64)
-    secs = np.array([d * k / max(n, 1) for d, k, n in zip(idx["duration_s"], steps, idx["num_steps"])])
     lengths = []
     for source in by_source["breakdown"]:
         rows = [i for i, s in enumerate(idx["source"]) if (str(s) or "(none)") == source]

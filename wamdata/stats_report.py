@@ -19,29 +19,32 @@ TOP_TASKS = 10
 MAX_DIMS = 32  # per feature in the text report; --json has them all
 
 
-def summarize(dataset_path: str, stats: dict, by: str = "embodiment") -> dict:
-    """Everything the report shows, as plain data (``stats`` is the content of ``stats.json``)."""
+def selected_index(dataset_path: str):
+    """What a dataset or a view selects: ``(dataset, index rows as lists, kept step ranges by episode id,
+    steps and seconds each episode contributes)`` — a view's kept steps of its kept episodes."""
     import wamdata
-
-    if by not in BY_KEYS:
-        raise ConfigError(f"--by {by!r}: unknown key; known: {', '.join(BY_KEYS)}")
     from wamdata.loader.manifest import is_manifest_path, kept_steps_mask, view_selection
 
-    if is_manifest_path(dataset_path):   # a view: its kept episodes, and of them the kept steps
+    if is_manifest_path(dataset_path):
         spec, rows = view_selection(dataset_path)
-        ds = wamdata.open_dataset(spec.path)
-        idx = rows.to_pydict()
-        kept = [int(kept_steps_mask(spec.ranges.get(e), n).sum()) if e in spec.ranges else n
-                for e, n in zip(idx["episode_id"], idx["num_steps"])]
-        idx["duration_s"] = [d * k / max(n, 1) for d, k, n in zip(idx["duration_s"], kept, idx["num_steps"])]
-        idx["num_steps"] = kept
+        ds, idx, ranges = wamdata.open_dataset(spec.path), rows.to_pydict(), spec.ranges
     else:
         ds = wamdata.open_dataset(dataset_path)
-        idx = ds.episodes.to_pydict()
+        idx, ranges = ds.episodes.to_pydict(), {}
+    stored = np.asarray(idx["num_steps"], np.int64)
+    steps = np.array([int(kept_steps_mask(ranges[e], n).sum()) if e in ranges else n
+                      for e, n in zip(idx["episode_id"], stored.tolist())], np.int64)
+    secs = np.asarray(idx["duration_s"], np.float64) * steps / np.maximum(stored, 1)
+    return ds, idx, ranges, steps, secs
+
+
+def summarize(dataset_path: str, stats: dict, by: str = "embodiment") -> dict:
+    """Everything the report shows, as plain data (``stats`` is the content of ``stats.json``)."""
+    if by not in BY_KEYS:
+        raise ConfigError(f"--by {by!r}: unknown key; known: {', '.join(BY_KEYS)}")
+    ds, idx, _, steps, secs = selected_index(dataset_path)
     n = len(idx["episode_id"])
     counts = ds.info.get("counts", {})
-    steps = np.asarray(idx["num_steps"], np.int64)
-    secs = np.asarray(idx["duration_s"], np.float64)
 
     groups: dict[str, dict] = defaultdict(lambda: {"episodes": 0, "steps": 0, "hours": 0.0, "_succ": []})
     for i in range(n):

@@ -96,10 +96,12 @@ class Selection:
         self.episodes = rows
         self.ranges = ranges or {}
         self._keys = set(rows.column("key").to_pylist())
+        # each episode's parts, from the index (its num_steps are the stored steps)
+        self._spans_of = {eid: _spans(int(n), self.ranges.get(eid)) for eid, n in
+                          zip(rows.column("episode_id").to_pylist(), rows.column("num_steps").to_pylist())}
         by_shard: dict[str, list] = {}
-        for eid, shard, n in zip(rows.column("episode_id").to_pylist(), rows.column("shard").to_pylist(),
-                                 rows.column("num_steps").to_pylist()):
-            by_shard.setdefault(shard, []).extend((eid, a, b) for a, b in _spans(int(n), self.ranges.get(eid)))
+        for eid, shard in zip(rows.column("episode_id").to_pylist(), rows.column("shard").to_pylist()):
+            by_shard.setdefault(shard, []).extend((eid, a, b) for a, b in self._spans_of[eid])
         self.spans = [s for shard in self.shards for s in by_shard[shard]]   # in the order parts are yielded
         self._per_shard = {shard: len(by_shard[shard]) for shard in self.shards}
 
@@ -147,7 +149,7 @@ class Selection:
                 skip -= self._per_shard[shard]
                 continue
             for ep in self.iter_shard(shard):
-                for a, b in _spans(ep.num_steps, self.ranges.get(ep.episode_id)):
+                for a, b in self._spans_of[ep.episode_id]:
                     if skip:
                         skip -= 1
                         continue

@@ -28,8 +28,8 @@ import numpy as np
 from wamdata.errors import FormatError, SchemaError, WamdataError
 from wamdata.format import layout
 from wamdata.format.index import RETIRED_FILE
-from wamdata.format.reader import Dataset, StoredEpisode
-from wamdata.format.writer import members_crc32, split_sample
+from wamdata.format.reader import Dataset, StoredEpisode, split_sample
+from wamdata.format.writer import members_crc32
 from wamdata.schema import ArrayFrames, Camera, Episode, validate
 
 ORDER = ["index", "repair", "shard", "checksum", "steps", "video", "schema"]

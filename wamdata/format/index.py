@@ -31,7 +31,8 @@ import pyarrow.parquet as pq
 from wamdata import __version__
 from wamdata.errors import FormatError, OutputError
 from wamdata.format import layout
-from wamdata.format.writer import EncodedEpisode, ShardWriter, UnitResult, members_crc32, split_sample
+from wamdata.format.reader import split_sample
+from wamdata.format.writer import EncodedEpisode, ShardWriter, UnitResult
 from wamdata.schema import declaration_conflict
 
 log = logging.getLogger(__name__)
@@ -273,9 +274,9 @@ class DatasetIndex:
                 f.seek(r["offset"])
                 where = f"{self.path(rel)}#{r['key']}"
                 members = split_sample(f.read(r["size"]), where)
-                if members_crc32(b for _, b in members) != r["crc32"]:
+                enc = EncodedEpisode(r["key"], members, json.loads(members[0][1]))   # checksums its members once
+                if enc.crc32 != r["crc32"]:
                     raise FormatError(f"{where}: checksum mismatch; repair episode {r['episode_id']!r} too")
-                enc = EncodedEpisode(r["key"], members, json.loads(members[0][1]))
                 r["offset"], r["size"] = writer.add(enc)
                 r["member_crc32"] = enc.member_crc32
         writer.close()

@@ -122,6 +122,22 @@ def _samples(fileobj, where: str, only: tuple[str, ...] | None = None) -> Iterat
         yield key, members
 
 
+def split_sample(data: bytes, where: str) -> list[tuple[str, bytes]]:
+    """The (name, payload) members of one sample's tar bytes (its byte range in a shard, as the index
+    records it), in tar order. A damaged tar header makes the parse stop early (tarfile reads it as
+    the archive's end) or fail: callers compare the names with the ones recorded."""
+    out = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for m in tar:
+                if m.isfile():
+                    out.append((m.name, tar.extractfile(m).read()))
+    except tarfile.TarError as e:
+        raise FormatError(f"{where}: unreadable tar header ({e})") from e
+    return out
+
+
+
 class Dataset:
     """A wamdata dataset opened for reading."""
 

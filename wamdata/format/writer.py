@@ -208,21 +208,6 @@ class ShardWriter:
         self._file.close()
 
 
-def split_sample(data: bytes, where: str) -> list[tuple[str, bytes]]:
-    """The (name, payload) members of one sample's tar bytes (its byte range in a shard, as the index
-    records it), in tar order. A damaged tar header makes the parse stop early (tarfile reads it as
-    the archive's end) or fail: callers compare the names with the ones recorded."""
-    out = []
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            for m in tar:
-                if m.isfile():
-                    out.append((m.name, tar.extractfile(m).read()))
-    except tarfile.TarError as e:
-        raise FormatError(f"{where}: unreadable tar header ({e})") from e
-    return out
-
-
 def index_row(enc: EncodedEpisode, shard: str, offset: int, size: int, source_item: str) -> dict:
     """One row of episodes.parquet (see :data:`wamdata.format.index.INDEX_SCHEMA`)."""
     m = enc.meta
@@ -301,9 +286,10 @@ def write_unit(fs, root: str, unit: str, work: Iterable[Work], opts: VideoOption
                shard_size_mb: float = 512, summary: Callable[[], ShardSummary] | None = None) -> UnitResult:
     """Read, validate, encode and write the items of one unit into one or more temporary shards.
 
-    An item is all-or-nothing: its episodes are encoded (into a :class:`~wamdata.format.spool.EncodedSpool`,
-    memory-bounded) before any is written, so a failing item leaves nothing behind. Errors of the wamdata hierarchy become failure records; anything else
-    (a bug, an exotic library error) is recorded too with its type, so one item never stops the job.
+    An item is all-or-nothing: its episodes are encoded (into an :class:`~wamdata.format.spool.EncodedSpool`,
+    memory-bounded) before any is written, so a failing item leaves nothing behind. Errors of the
+    wamdata hierarchy become failure records; anything else (a bug, an exotic library error) is
+    recorded too with its type, so one item never stops the job.
     With ``summary``, each shard gets a fresh one that observes the shard's episodes as they are
     written; its bytes land in ``result.summaries`` under the shard's temporary path.
 
