@@ -184,6 +184,28 @@ def test_manifests_are_read_with_a_safe_loader(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("damage", ["renamed key", "shape not a list", "negative size", "features a list"])
+def test_damaged_feature_declarations_are_format_errors(shard_bytes, damage):
+    """A flipped byte in a metadata member (a key renamed, a size garbled) is a FormatError naming the
+    member, never a TypeError from deep inside (CI's fuzz found a renamed ``name`` key)."""
+    import json
+
+    key, members = next(_samples(io.BytesIO(shard_bytes), "s.tar"))
+    meta = json.loads(members["json"])
+    decl = meta["features"]["state.eef_pos"]
+    if damage == "renamed key":
+        decl[" ame"] = decl.pop("name")
+    elif damage == "shape not a list":
+        decl["shape"] = 3
+    elif damage == "negative size":
+        decl["shape"] = [-3]
+    else:
+        meta["features"] = list(meta["features"])
+    ep = StoredEpisode(key, {**members, "json": json.dumps(meta).encode()}, f"s.tar#{key}")
+    with pytest.raises(FormatError, match=rf"s\.tar#{key}: metadata member {key}\.json"):
+        ep.array("state.eef_pos")
+
+
 def test_array_is_bounded_by_its_declared_shape(shard_bytes):
     """A steps member whose column length disagrees with the feature's declared shape is a
     FormatError naming the member, not a reshape crash or a silent misread."""

@@ -44,7 +44,17 @@ class StoredEpisode:
 
     @cached_property
     def features(self) -> dict[str, Feature]:
-        return {n: Feature.from_json(f) for n, f in self.meta["features"].items()}
+        # the metadata member is data read from a shard: a damaged key or value is a FormatError naming
+        # the member, never a TypeError from the dataclass
+        try:
+            features = {n: Feature.from_json(f) for n, f in self.meta["features"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise FormatError(f"{self.where}: metadata member {self.key}.json has malformed features ({e})") from None
+        for name, f in features.items():
+            if not all(isinstance(d, int) and d >= 0 for d in f.shape):
+                raise FormatError(f"{self.where}: metadata member {self.key}.json declares {name!r} with shape "
+                                  f"{list(f.shape)}, not a list of sizes")
+        return features
 
     def crc32(self) -> int:
         """The checksum the index records for this sample (member payloads in tar order)."""
@@ -58,16 +68,22 @@ class StoredEpisode:
             return pq.ParquetFile(pa.BufferReader(self._members["steps.parquet"])).read()
         except KeyError:
             raise FormatError(f"{self.where}: sample has no steps member {self.key}.steps.parquet") from None
-        except (pa.ArrowException, OSError) as e:
+        except (pa.ArrowException, OSError, ValueError) as e:   # a damaged column name fails to decode as UTF-8
             raise FormatError(f"{self.where}: unreadable steps member {self.key}.steps.parquet ({e})") from None
 
     @property
     def num_steps(self) -> int:
-        return int(self.meta["num_steps"])
+        try:
+            return int(self.meta["num_steps"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{self.where}: metadata member {self.key}.json has no valid num_steps ({e})") from None
 
     @property
     def cameras(self) -> list[str]:
-        return sorted(self.meta["cameras"])
+        try:
+            return sorted(self.meta["cameras"])
+        except (KeyError, TypeError) as e:
+            raise FormatError(f"{self.where}: metadata member {self.key}.json has no valid cameras ({e})") from None
 
     def array(self, name: str) -> np.ndarray:
         """A steps column as numpy (T, *shape)."""
@@ -76,6 +92,10 @@ class StoredEpisode:
         col = self.steps.column(name).combine_chunks()
         if name == TIMESTAMP or pa.types.is_primitive(col.type) and not pa.types.is_fixed_size_list(col.type):
             return col.to_numpy(zero_copy_only=False)
+        if name not in self.features:
+            raise FormatError(f"{self.where}: step column {name!r} is not declared in {self.key}.json")
+        if not (pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type)):
+            raise FormatError(f"{self.where}: step column {name!r} is stored as {col.type}, not a list of values")
         shape = self.features[name].shape
         flat = col.flatten().to_numpy(zero_copy_only=False)
         if flat.size != len(col) * int(np.prod(shape)):
