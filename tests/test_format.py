@@ -69,6 +69,20 @@ def test_empty_frame_range_keeps_the_frame_shape(tmp_path):
     assert ep.frames("front", 5, 2, decoder=get_decoder("decord")).shape == (0, 32, 48, 3)
 
 
+@pytest.mark.parametrize("size", [(48, 32), (16, 16)])   # 16 px: decord fails, PyAV decodes instead
+def test_both_decoders_return_the_same_frames(tmp_path, size):
+    from tests.fixtures.loader_data import make_dataset
+    from wamdata.format.video import get_decoder
+
+    path = make_dataset(tmp_path / "ds", n=1, steps=6, stats=False, cameras=("front",), size=size)
+    ds = wamdata.open_dataset(path)
+    ep = ds.episode(ds.episodes.column("episode_id")[0].as_py())
+    pyav, dec = ep.frames("front", 1, 5), ep.frames("front", 1, 5, decoder=get_decoder("decord"))
+    assert dec.shape == pyav.shape == (4, size[0], size[1], 3)
+    # the two convert YUV to RGB with different rounding; frames are the same within a level or two
+    assert np.abs(dec.astype(int) - pyav).mean() < 2.5
+
+
 @pytest.mark.parametrize("damage", ["missing index", "corrupt index", "corrupt info"])
 def test_damaged_index_files_are_named_not_a_traceback(tmp_path, capsys, damage):
     root = tmp_path / "ds"

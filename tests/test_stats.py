@@ -259,3 +259,36 @@ def test_image_like_extra_features_are_kept_but_not_summarised(tmp_path):
 
     stored = Dataset(path).episode(ep.episode_id).array("extra.depth")
     np.testing.assert_array_equal(stored, ep.steps["extra.depth"])
+
+
+@pytest.mark.parametrize("first", ["decord", "stats"])
+def test_stats_and_the_decord_backend_share_a_process(tmp_path, first):
+    """decord's RTLD_GLOBAL library exports an old-ABI std::random_device::_M_init that broke
+    DataSketches' compaction ("random_device could not be read") in any process that had decoded with
+    decord: a trainer on the decord backend computing stats, a benchmark timing both. A fresh
+    interpreter per order, since symbol binding is per process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.fixtures.loader_data import make_dataset
+
+    path = make_dataset(tmp_path / "ds", n=1, steps=4, stats=False, cameras=("front",), size=(32, 32))
+    decode = f"""
+        import wamdata
+        from wamdata.format.video import get_decoder
+        ds = wamdata.open_dataset({str(path)!r})
+        ep = ds.episode(ds.episodes.column("episode_id")[0].as_py())
+        assert ep.frames("front", decoder=get_decoder("decord")).shape == (4, 32, 32, 3)
+    """
+    compact = """
+        import numpy as np
+        from wamdata.stats import FeatureStats
+        x = np.random.default_rng(0).normal(size=(20000, 2))   # far past k: the sketches compact
+        s = FeatureStats.from_array(x)
+        assert np.allclose(s.quantile(0.5), np.median(x, axis=0), atol=0.05)
+    """
+    steps = [decode, compact] if first == "decord" else [compact, decode, compact]
+    code = "\n".join(textwrap.dedent(s) for s in steps)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

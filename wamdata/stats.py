@@ -63,16 +63,35 @@ MAX_STATS_VALUES = 1024
 __all__ = [
     "STATS_FILE", "DEFAULT_K", "FeatureStats", "StatsPartial", "merge", "merge_all",
     "stats_features", "flag_features", "shard_partial", "finish", "compute_stats", "write_stats",
-    "load_stats", "dump_state", "load_state", "conversion_stats",
+    "load_stats", "dump_state", "load_state", "conversion_stats", "load_datasketches",
 ]
 
 
-def _kll():
+def load_datasketches():
+    """Import DataSketches with every symbol bound at load time (RTLD_NOW).
+
+    decord loads its libdecord.so RTLD_GLOBAL, and that library exports a statically linked, old-ABI
+    ``std::random_device::_M_init``. An extension that binds the symbol lazily once decord is loaded
+    takes decord's and pairs it with libstdc++'s ``_M_getval``: DataSketches' KLL compaction then fails
+    with "random_device could not be read". Bound at load, before decord, it keeps libstdc++'s; the
+    decord backend calls this before importing decord, and stats does on first use.
+    """
+    import os
+    import sys
+
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | os.RTLD_NOW)
     try:
-        from datasketches import kll_doubles_sketch
+        import datasketches
     except ImportError as e:  # pragma: no cover - a declared dependency
         raise ImportError("wamdata stats needs Apache DataSketches: pip install 'datasketches>=5.0'") from e
-    return kll_doubles_sketch
+    finally:
+        sys.setdlopenflags(flags)
+    return datasketches
+
+
+def _kll():
+    return load_datasketches().kll_doubles_sketch
 
 
 def _copy_sketch(sketch):

@@ -5,7 +5,7 @@ Frame ``i`` of a camera belongs to step ``i``: alignment is by integer frame ind
 
 Decoding goes through :class:`VideoDecoder`. The default backend is PyAV (single-threaded PyAV beat
 decord 0.6 at 480p in our benchmark, decord cannot read AV1 and leaks memory); ``decord`` is the other
-backend, and falls back to PyAV for streams it cannot read.
+backend, and falls back to PyAV for streams it cannot read (AV1, frames under 32 pixels a side).
 """
 
 from __future__ import annotations
@@ -234,7 +234,8 @@ class PyAVDecoder:
 
 
 class DecordDecoder:
-    """decord backend (batch random access). decord 0.6 cannot read AV1: those fall back to PyAV."""
+    """decord backend (batch random access). decord 0.6 cannot read AV1 and fails on frames under 32
+    pixels a side: those fall back to PyAV."""
 
     name = "decord"
 
@@ -243,17 +244,20 @@ class DecordDecoder:
         self._fallback = PyAVDecoder(threads)
 
     def decode(self, source, start: int = 0, stop: int | None = None) -> np.ndarray:
+        from wamdata.stats import load_datasketches
+
+        load_datasketches()   # before decord's global symbols can shadow libstdc++'s (see there)
         import decord
 
         src = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
         try:
             vr = decord.VideoReader(src, num_threads=self.threads)
-        except decord.DECORDError:
+            stop = len(vr) if stop is None else min(stop, len(vr))
+            if stop <= start:
+                return _stack([], source)
+            return vr.get_batch(list(range(start, stop))).asnumpy()
+        except decord.DECORDError:   # AV1; frames under 32 px a side (its converted copy has padded rows)
             return self._fallback.decode(source, start, stop)
-        stop = len(vr) if stop is None else min(stop, len(vr))
-        if stop <= start:
-            return _stack([], source)
-        return vr.get_batch(list(range(start, stop))).asnumpy()
 
     def iter_frames(self, source, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         yield from self.decode(source, start, stop)
