@@ -48,6 +48,7 @@ import numpy as np
 
 from wamdata.errors import FormatError
 from wamdata.format import layout
+from wamdata.native_libs import load_datasketches
 
 log = logging.getLogger(__name__)
 
@@ -63,31 +64,8 @@ MAX_STATS_VALUES = 1024
 __all__ = [
     "STATS_FILE", "DEFAULT_K", "FeatureStats", "StatsPartial", "merge", "merge_all",
     "stats_features", "flag_features", "shard_partial", "finish", "compute_stats", "write_stats",
-    "load_stats", "dump_state", "load_state", "conversion_stats", "load_datasketches",
+    "load_stats", "dump_state", "load_state", "conversion_stats",
 ]
-
-
-def load_datasketches():
-    """Import DataSketches with every symbol bound at load time (RTLD_NOW).
-
-    decord loads its libdecord.so RTLD_GLOBAL, and that library exports a statically linked, old-ABI
-    ``std::random_device::_M_init``. An extension that binds the symbol lazily once decord is loaded
-    takes decord's and pairs it with libstdc++'s ``_M_getval``: DataSketches' KLL compaction then fails
-    with "random_device could not be read". Bound at load, before decord, it keeps libstdc++'s; the
-    decord backend calls this before importing decord, and stats does on first use.
-    """
-    import os
-    import sys
-
-    flags = sys.getdlopenflags()
-    sys.setdlopenflags(flags | os.RTLD_NOW)
-    try:
-        import datasketches
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ImportError("wamdata stats needs Apache DataSketches: pip install 'datasketches>=5.0'") from e
-    finally:
-        sys.setdlopenflags(flags)
-    return datasketches
 
 
 def _kll():

@@ -244,7 +244,7 @@ class DecordDecoder:
         self._fallback = PyAVDecoder(threads)
 
     def decode(self, source, start: int = 0, stop: int | None = None) -> np.ndarray:
-        from wamdata.stats import load_datasketches
+        from wamdata.native_libs import load_datasketches
 
         load_datasketches()   # before decord's global symbols can shadow libstdc++'s (see there)
         import decord
