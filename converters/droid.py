@@ -131,7 +131,7 @@ def _is_metadata(name: str) -> bool:
 @register("droid")
 class DroidRaw(Converter):
     family = "teleop"
-    revision = 2   # 2: units for the extra.timestamp.* clocks
+    revision = 3   # 2: units for the extra.timestamp.* clocks; 3: cameras record extrinsics_frame
 
     @dataclass
     class Options:
@@ -343,7 +343,7 @@ class DroidRaw(Converter):
         elif meta.get(f"{prefix}_cam_extrinsics") is not None:
             extrinsics, source = pose6_to_matrix(meta[f"{prefix}_cam_extrinsics"]), "metadata"
         K = d.get(f"observation/camera_intrinsics/{serial}_left")
-        return Camera(name=role, frames=frames, fps=FPS, extrinsics=extrinsics,
+        return Camera(name=role, frames=frames, fps=FPS, extrinsics=extrinsics, extrinsics_frame="base",
                       intrinsics=None if K is None else np.asarray(K[0], np.float64),
                       metadata={"serial": serial, "source_frames": frames.info["frames"], "eye": "left",
                                 "extrinsics_source": source, "stereo_file_present": stereo})

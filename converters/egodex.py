@@ -82,6 +82,7 @@ def description(attrs: dict) -> str:
 @register("egodex")
 class EgoDex(Converter):
     family = "human_demo"
+    revision = 2   # 2: the camera records extrinsics_frame
 
     @dataclass
     class Options:
@@ -212,5 +213,6 @@ class EgoDex(Converter):
             raise SourceError(item, f"egodex: {mp4} has {n} frames, {CAMERA_KEY} has {T} poses; episode skipped")
         ep.metadata["trimmed_video_frames"] = n - T
         return Camera("ego", frames, fps=ep.fps, intrinsics=intrinsic.astype(np.float64), extrinsics=cam,
+                      extrinsics_frame="world",
                       metadata={"source_name": os.path.basename(mp4),
                                 "extrinsics": f"camera-to-world per step ({CAMERA_KEY}, ARKit origin frame)"})

@@ -254,7 +254,7 @@ class ManiSkill(Converter):
             ep.cameras[role] = Camera(
                 role, frames, fps=ep.fps,
                 intrinsics=K[0].astype(np.float64) if K is not None and np.all(K[:T] == K[0]) else None,
-                extrinsics=extrinsics,
+                extrinsics=extrinsics, extrinsics_frame="world",
                 metadata={"source_name": name, "intrinsics_per_step": f"extra.{param.replace('/', '.')}.intrinsic_cv",
                           "extrinsics": "camera-to-world (OpenCV axes), the inverse of sensor_param extrinsic_cv; "
                                         "ManiSkill's scene world frame, not the robot base"})

@@ -15,7 +15,7 @@ Layout (robomimic ``dataset_states_to_obs.py``): ``data`` attrs ``env_args`` (JS
 | obs/robot0_joint_pos, robot0_joint_vel | state.joint_pos / joint_vel | rad, rad/s |
 | actions[:, :6] (OSC_POSE, delta)     | action.eef_delta_pos / eef_delta_rot | robosuite scale_action from env_args' controller config (0.05 m, 0.5 rad per unit by default), frame of the config (world <= 1.4, input_ref_frame in 1.5); unit "normalized" when the config lacks the ranges |
 | actions[:, 6] (gripper)              | action.gripper           | -1 open .. +1 close -> (a + 1) / 2 |
-| obs/<cam>_image uint8 (T,H,W,3)      | camera agentview, wrist (robot0_eye_in_hand), others by name | RGB, upright (robomimic flips at extraction); intrinsics and the camera_info extrinsics (world / eef frame) in the camera |
+| obs/<cam>_image uint8 (T,H,W,3)      | camera agentview, wrist (robot0_eye_in_hand), others by name | RGB, upright (robomimic flips at extraction); camera_info intrinsics; its extrinsics (camera-to-world, OpenCV axes, taken once at the demo's initial state) as the extrinsics of a fixed camera; for an eye-in-hand camera, which moves, only in metadata.extrinsics_at_first_step |
 | actions, states, rewards, dones, other obs/*, action_dict/*, datagen_info/*, src_demo_labels | extra.<path with dots> | as recorded |
 | next_obs/*                           | metadata.final_next_obs  | equal to obs shifted by one step (checked): only the last row, the observation after the final action; an array that differs is kept whole as extra.next_obs.<k>; next_obs images are dropped |
 | env_args env_name / --option task    | task                     | |
@@ -95,6 +95,7 @@ def _is_image(ds) -> bool:
 @register("robomimic")
 class Robomimic(Converter):
     family = "sim"
+    revision = 2   # 2: fixed cameras' extrinsics in the camera (extrinsics_frame world), not in its metadata
 
     @dataclass
     class Options:
@@ -310,10 +311,14 @@ class Robomimic(Converter):
             frames = HDF5Frames(item.path, f"{key}/{name}", len(ds), int(ds.shape[1]), int(ds.shape[2]),
                                 compressed=False)
             cam = info.get(src, {})
+            # robomimic takes camera_info once, at the demo's initial state: the world pose of a fixed
+            # camera, but only the first step's pose of one riding on the gripper
+            moves = "eye_in_hand" in src
+            extrinsics = np.asarray(cam["extrinsics"], np.float64) if "extrinsics" in cam and not moves else None
             ep.cameras[role] = Camera(
                 role, FlippedFrames(frames) if flip else frames, fps=ep.fps,
                 intrinsics=np.asarray(cam["intrinsics"], np.float64) if "intrinsics" in cam else None,
+                extrinsics=extrinsics, extrinsics_frame="world",
                 transforms=["flip_vertical"] if flip else [],
-                metadata={"source_name": name, **({"extrinsics": cam["extrinsics"],
-                                                    "extrinsics_frame": "eef" if "eye_in_hand" in src else "world"}
-                                                   if "extrinsics" in cam else {})})
+                metadata={"source_name": name,
+                          **({"extrinsics_at_first_step": cam["extrinsics"]} if "extrinsics" in cam and moves else {})})

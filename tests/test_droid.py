@@ -322,6 +322,7 @@ def _check_against_source(ds, tree):
         assert stored.meta["tasks"] == [e["task"]] and stored.meta["success"] is e["success"]
         cams = stored.meta["cameras"]
         assert np.shape(cams["wrist"]["extrinsics"]) == (T, 4, 4) and np.shape(cams["exterior_1"]["extrinsics"]) == (4, 4)
+        assert {cams[r]["extrinsics_frame"] for r in ROLES} == {"base"}   # DROID calibrates to the robot base
         np.testing.assert_allclose(cams["exterior_2"]["intrinsics"], e["calib"]["exterior_2"]["intrinsics"])
         for role in ROLES:
             frames = stored.frames(role)

@@ -96,7 +96,7 @@ def test_values_round_trip_exactly_and_are_declared(tmp_path):
         cam = ep.cameras["ego"]
         np.testing.assert_array_equal(cam.intrinsics, truth["intrinsic"])
         np.testing.assert_array_equal(cam.extrinsics, tf["camera"])
-        assert cam.extrinsics.shape == (12, 4, 4) and cam.transforms == []
+        assert cam.extrinsics.shape == (12, 4, 4) and cam.transforms == [] and cam.extrinsics_frame == "world"
         frames = np.stack(list(cam.frames.iter_frames()))
         assert frames.shape == truth["frames"].shape and psnr(frames, truth["frames"]) > 35
         for t in range(1, len(frames)):   # frame t is step t, not a neighbour

@@ -33,6 +33,8 @@ def _episode(eid="lab/ep0", T=6) -> Episode:
     (lambda ep: ep.cameras.__setitem__("front", Camera("front", ArrayFrames(textured_frames(5, 32, 48)))),
      "cameras.front", "5 frames for 6 steps"),
     (lambda ep: ep.steps["action.joint_pos"].__setitem__((2, 3), np.nan), "action.joint_pos", "NaN"),
+    (lambda ep: setattr(ep.cameras["front"], "extrinsics", np.eye(4)), "cameras.front.extrinsics_frame",
+     "need their reference frame"),
 ])
 def test_validate_rejects_with_episode_and_field(damage, field, words):
     ep = _episode()
@@ -42,6 +44,18 @@ def test_validate_rejects_with_episode_and_field(damage, field, words):
         validate(ep)
     msg = str(err.value)
     assert "lab/ep0" in msg and field in msg and words in msg
+
+
+def test_camera_extrinsics_are_stored_with_their_frame(tmp_path):
+    ep = _episode()
+    pose = np.arange(16.0).reshape(4, 4)
+    ep.cameras["front"].extrinsics, ep.cameras["front"].extrinsics_frame = pose, "base"
+    ep.cameras["side"] = Camera("side", ArrayFrames(textured_frames(6, 32, 48, seed=2)), extrinsics_frame="world")
+    write_dataset(str(tmp_path / "ds"), [ep])
+    cams = wamdata.open_dataset(str(tmp_path / "ds")).episode("lab/ep0").meta["cameras"]
+    np.testing.assert_array_equal(cams["front"]["extrinsics"], pose)
+    assert cams["front"]["extrinsics_frame"] == "base"
+    assert cams["side"]["extrinsics"] is None and cams["side"]["extrinsics_frame"] is None   # no pose, no frame
 
 
 def test_webdataset_reads_one_sample_per_episode(tmp_path):

@@ -130,6 +130,7 @@ def test_every_column_the_alignment_and_length_from_actions(tmp_path, flavour):
             E[:, :3], E[:, 3, 3] = src[f"obs/sensor_param/{cam}/extrinsic_cv"][:T], 1
             want = np.linalg.inv(E)
             np.testing.assert_allclose(c.extrinsics, want[0] if cam == "base_camera" else want, atol=1e-12)
+            assert c.extrinsics_frame == "world"
         # the camera pose agrees with ManiSkill's own OpenGL camera-to-world up to the axis flip
         gl = src["obs/sensor_param/hand_camera/cam2world_gl"][:T]
         np.testing.assert_allclose(ep.cameras["wrist"].extrinsics @ np.diag([1, -1, -1, 1]), gl, atol=1e-5)

@@ -78,7 +78,12 @@ def test_robomimic_through_the_job_on_two_workers(tmp_path, ray_session):
             assert psnr(frames, truth["frames"][role]) > 35
         cam = meta["cameras"]["agentview"]
         np.testing.assert_array_equal(cam["intrinsics"], truth["camera_info"]["agentview"]["intrinsics"])
-        assert cam["metadata"]["extrinsics_frame"] == "world" and cam["transforms"] == []
+        np.testing.assert_array_equal(cam["extrinsics"], truth["camera_info"]["agentview"]["extrinsics"])
+        assert cam["extrinsics_frame"] == "world" and cam["transforms"] == []
+        wrist = meta["cameras"]["wrist"]   # moves with the gripper: its first-step pose is no extrinsics
+        assert wrist["extrinsics"] is None and wrist["extrinsics_frame"] is None
+        np.testing.assert_array_equal(wrist["metadata"]["extrinsics_at_first_step"],
+                                      truth["camera_info"]["robot0_eye_in_hand"]["extrinsics"])
     f = ds.features
     assert (f["state.eef_pos"].unit, f["state.eef_pos"].frame) == ("m", "world")
     assert (f["state.eef_rot"].unit, f["state.eef_rot"].frame) == ("quat_xyzw", "world")

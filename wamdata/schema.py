@@ -173,13 +173,20 @@ class ArrayFrames:
         yield from self.array
 
 
+# What Camera.extrinsics map camera coordinates into.
+EXTRINSICS_FRAMES = ("base", "world")
+
+
 @dataclass
 class Camera:
     """One camera stream. Cameras are first-class metadata: role, resolution, fps, calibration.
 
-    ``intrinsics`` is a 3x3 matrix; ``extrinsics`` a 4x4 camera-to-base transform, or (T, 4, 4) when the
-    rig moves; None marks them missing. ``transforms`` records what the converter did to make frames RGB
-    and upright (e.g. ``["flip_vertical"]``, ``["bgr_to_rgb"]``).
+    ``intrinsics`` is a 3x3 matrix; ``extrinsics`` a 4x4 camera-to-reference transform, or (T, 4, 4)
+    when the rig moves; None marks them missing. ``extrinsics_frame`` names the reference, as feature
+    frames do, and is required with extrinsics: ``base`` (the robot base: DROID's calibration) or
+    ``world`` (a simulator's scene or ARKit's origin: robomimic, ManiSkill, EgoDex). Sources differ
+    here, and a consumer mixing them must know which it has. ``transforms`` records what the converter
+    did to make frames RGB and upright (e.g. ``["flip_vertical"]``, ``["bgr_to_rgb"]``).
     """
 
     name: str
@@ -187,6 +194,7 @@ class Camera:
     fps: float | None = None
     intrinsics: np.ndarray | None = None
     extrinsics: np.ndarray | None = None
+    extrinsics_frame: str | None = None
     transforms: list[str] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
 
@@ -292,6 +300,10 @@ def validate(episode: Episode) -> Episode:
             raise _fail(episode, f"cameras.{cam_name}.intrinsics", f"shape {np.shape(cam.intrinsics)}, want (3, 3)")
         if cam.extrinsics is not None and np.shape(cam.extrinsics) not in ((4, 4), (T, 4, 4)):
             raise _fail(episode, f"cameras.{cam_name}.extrinsics", f"shape {np.shape(cam.extrinsics)}, want (4, 4) or (T, 4, 4)")
+        if cam.extrinsics is not None and cam.extrinsics_frame not in EXTRINSICS_FRAMES:
+            raise _fail(episode, f"cameras.{cam_name}.extrinsics_frame",
+                        f"{cam.extrinsics_frame!r}; extrinsics need their reference frame, one of "
+                        f"{', '.join(EXTRINSICS_FRAMES)}")
     for seg in episode.language:
         if seg.end_s < seg.start_s:
             raise _fail(episode, "language", f"segment ends before it starts: {seg}")

@@ -98,6 +98,7 @@ def encode_camera(episode: Episode, name: str, opts: VideoOptions) -> tuple[byte
         "source_codec": src_codec,
         "intrinsics": _as_list(cam.intrinsics),
         "extrinsics": _as_list(cam.extrinsics),
+        "extrinsics_frame": cam.extrinsics_frame if cam.extrinsics is not None else None,
         "transforms": list(cam.transforms),
         "metadata": cam.metadata,
     }
