@@ -220,6 +220,42 @@ def test_an_interrupted_repair_is_finished_by_the_next(tmp_path, ray_session, ca
     assert check_dataset(str(tmp_path / "ds"), deep=True).ok
 
 
+def test_signals_computed_before_a_repair_are_refused_until_recomputed(tmp_path, ray_session, capsys):
+    """A repair moves episodes into new shards: the signal table computed before it is out of date
+    (its rows for the repaired episodes describe damaged bytes), filters and the report say so, and
+    the re-run computes only the new shards and removes the parts of the retired ones."""
+    from wamdata.curate import PARTS_DIR, compute_signals, curate_view, load_signals, pending_shards
+    from wamdata.errors import ConfigError, FormatError
+    from wamdata.signals import SignalSettings
+
+    write_npz_tree(tmp_path / "src", n=4, T=12)
+    ds = _convert(tmp_path / "src", tmp_path / "ds")
+    path = str(tmp_path / "ds")
+    before = compute_signals(path)
+    assert before.num_rows == 4 and len(curate_view(path, ["blur >= 0"]).index) == 4
+    r = _rows(ds)["synthetic/ep0000.npz"]
+    shard = tmp_path / "ds" / r["shard"]
+    _flip(shard, _member_offset(shard, f"{r['key']}.front.mp4"))
+    assert main(["validate", "--deep", "--repair", path]) == 0
+    capsys.readouterr()
+
+    with pytest.raises(FormatError, match="out of date: 1 shard.s. gone and 2 new"):
+        load_signals(path)
+    with pytest.raises(ConfigError, match="no signal columns: .*out of date"):
+        curate_view(path, ["blur >= 0"])
+    assert main(["stats", path, "--html", str(tmp_path / "report.html")]) == 0   # the report says why, no plots
+    assert "quality signals are out of date" in (tmp_path / "report.html").read_text()
+    ds = wamdata.open_dataset(path)
+    new = [s for s in ds.shards if s != "shards/shard-000001.tar"]   # the untouched shard keeps its part
+    assert sorted(pending_shards(path, SignalSettings())) == sorted(new) == ["shards/shard-000002.tar",
+                                                                             "shards/shard-000003.tar"]
+    after = compute_signals(path)
+    assert sorted(after["episode_id"].to_pylist()) == sorted(before["episode_id"].to_pylist())
+    assert sorted(p.stem for p in (tmp_path / "ds" / PARTS_DIR).glob("*.parquet")) == \
+        sorted(s.rsplit("/", 1)[-1][:-4] for s in ds.shards)   # the retired shard's part is gone
+    assert load_signals(path).num_rows == 4 and curate_view(path, ["blur >= 0"]).kept.sum() == 4
+
+
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=3000), st.binary(max_size=3000), st.integers(0, 70_000))

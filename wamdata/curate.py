@@ -5,9 +5,16 @@ Signals (:mod:`wamdata.signals`, one row per episode) live beside the dataset, j
 
     <dataset>/curation/signals.parquet    one row per episode: episode_id, the signal columns,
                                           duplicate_of / duplicate_distance (set across episodes)
-    <dataset>/curation/signals.json       version, settings, the columns and what each means
+    <dataset>/curation/signals.json       version, settings, the columns and what each means, and
+                                          the shards they were computed from
     <dataset>/curation/_parts/shard-NNNNNN.parquet   one shard's rows, written as its task returns:
                                           a re-run (same settings) computes only the missing shards
+
+Signals describe the shards they were computed from. When the dataset's shards change afterwards (a
+``validate --repair`` rewrites shards under new names, a resumed conversion adds some), the table is
+out of date: :func:`load_signals` refuses it, naming what to run, rather than join values computed
+from damaged bytes to repaired episodes. The re-run computes only the new shards and removes the
+parts of shards that are gone.
 
 :func:`shard_signals` is the per-shard work (``pipelines.curate_job`` runs it as one Ray task per
 shard), :func:`finish_signals` merges the parts, finds near-duplicate episodes (dhash of sampled frames
@@ -204,6 +211,11 @@ def finish_signals(dataset_path: str, settings: SignalSettings | None = None) ->
                           "run `wamdata curate DATASET --signals`")
     table = pa.concat_tables([layout.read_parquet(fs, _part_path(root, s)).replace_schema_metadata(None)
                               for s in ds.shards]) if ds.shards else SCHEMA.empty_table()
+    current = {_part_path(root, s).rsplit("/", 1)[-1] for s in ds.shards}
+    parts_dir = layout.join(root, PARTS_DIR)
+    for part in (fs.glob(f"{parts_dir}/*.parquet") if fs.exists(parts_dir) else []):
+        if part.rsplit("/", 1)[-1] not in current:
+            fs.rm(part)   # a shard a repair retired: its rows describe bytes that are gone
     order = pc.index_in(ds.episodes["episode_id"], table["episode_id"])
     table = table.take(order.drop_null())
     dup_of, dist = find_duplicates(table)
@@ -214,16 +226,27 @@ def finish_signals(dataset_path: str, settings: SignalSettings | None = None) ->
         f.write(data)
     fs.mv(layout.join(root, SIGNALS_FILE) + ".tmp", layout.join(root, SIGNALS_FILE))
     info = {"version": settings.to_json()["version"], "settings": settings.to_json(), "episodes": table.num_rows,
-            "columns": COLUMNS}
+            "columns": COLUMNS, "shards": list(ds.shards)}
     fs.pipe_file(layout.join(root, SIGNALS_INFO), json.dumps(info, indent=1).encode())
     return table
 
 
 def load_signals(dataset_path: str) -> pa.Table:
+    """The signals table; a FormatError saying what to run when there is none or it is out of date."""
+    import wamdata
+
     fs, root = _fs(dataset_path)
     path = layout.join(root, SIGNALS_FILE)
     if not fs.exists(path):
         raise FormatError(f"{path}: no quality signals; compute them with `wamdata curate {dataset_path} --signals`")
+    info_path = layout.join(root, SIGNALS_INFO)
+    computed = json.loads(fs.cat_file(info_path)).get("shards") if fs.exists(info_path) else None
+    shards = list(wamdata.open_dataset(dataset_path).shards)
+    if computed is not None and computed != shards:
+        gone, new = len(set(computed) - set(shards)), len(set(shards) - set(computed))
+        raise FormatError(f"{path}: quality signals are out of date: {gone} shard(s) gone and {new} new since they "
+                          f"were computed (a repair or a resumed conversion); run `wamdata curate {dataset_path} "
+                          "--signals` (only the changed shards are computed)")
     return layout.read_parquet(fs, path)
 
 
@@ -293,8 +316,12 @@ def curate_view(dataset_path: str, filters: Sequence[str] = (), drop_idle: bool 
         try:
             chosen = set(scalar.filter(expr)["episode_id"].to_pylist())
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, KeyError) as e:
-            hint = "" if "blur" in index.column_names else \
-                f"; signal columns need `wamdata curate {dataset_path} --signals` first"
+            hint = ""
+            if "blur" not in index.column_names:   # why the signal columns are not there
+                try:
+                    load_signals(dataset_path)
+                except FormatError as why:
+                    hint = f"; no signal columns: {why}"
             raise ConfigError(f"filter {text!r} failed on {dataset_path} (columns: "
                               f"{', '.join(scalar.column_names)}){hint}: {str(e).splitlines()[0]}") from e
         mask &= np.array([e in chosen for e in ids], bool)

@@ -234,7 +234,10 @@ def _signals(part: Part, ds, ids: Sequence[str]) -> dict:
 
     if not ds.fs.exists(layout.join(ds.root, SIGNALS_FILE)):
         return {"missing": f"no signals computed; run `wamdata curate {part.dataset} --signals`", "plots": []}
-    table = load_signals(part.dataset)
+    try:
+        table = load_signals(part.dataset)
+    except FormatError as e:   # out of date: the report says so instead of plotting stale values
+        return {"missing": str(e), "plots": []}
     table = table.filter(pc.is_in(table["episode_id"], pa.array(list(ids), pa.string())))
     plots, empty = [], []
     for name in (c for c in COLUMNS if c in table.column_names and c not in _NOT_PLOTTED):
