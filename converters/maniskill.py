@@ -67,6 +67,7 @@ _TRAJ_RE = re.compile(r"traj_(\d+)$")
 @register("maniskill")
 class ManiSkill(Converter):
     family = "sim"
+    revision = 2   # 2: delta joint targets as action.joint_delta_pos (were extra.action_joint_delta_pos)
 
     @dataclass
     class Options:

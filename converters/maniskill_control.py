@@ -13,7 +13,7 @@ ManiSkill's trick to keep squeezing thin objects, so a target <= 0 is fully clos
 | control mode (Panda)                        | arm columns -> canonical | scaling |
 |---------------------------------------------|--------------------------|---------|
 | pd_joint_pos                                | action.joint_pos (7)     | rad, absolute, not normalised (as recorded) |
-| pd_joint_delta_pos, pd_joint_target_delta_pos | extra.action_joint_delta_pos (7) | +-0.1 rad added to the current qpos / the previous target: the vocabulary has no delta-joint feature, so declared ``delta`` under extra. |
+| pd_joint_delta_pos, pd_joint_target_delta_pos | action.joint_delta_pos (7) | +-0.1 rad added to the current qpos / to the previous target (the description says which) |
 | pd_joint_vel                                | action.joint_vel (7)     | +-1 rad/s |
 | pd_ee_delta_pos, pd_ee_target_delta_pos     | action.eef_delta_pos     | +-0.1 m, root (base) frame translation |
 | pd_ee_delta_pose, pd_ee_target_delta_pose   | action.eef_delta_pos, action.eef_delta_rot | +-0.1 m; rotation clipped to norm 1, x 0.1 rad, applied as Euler ``XYZ`` (pytorch3d: R = Rx Ry Rz) on the root-aligned rotation -> axis-angle |
@@ -85,8 +85,8 @@ def map_panda_actions(ep, actions: np.ndarray, mode: str) -> str | None:
     if kind == "joint_pos":
         ep.add("action.joint_pos", arm, description=f"{src}[:, :7]: Panda arm joint targets as recorded")
     elif kind == "joint_delta":
-        ep.add("extra.action_joint_delta_pos", clip_and_scale(arm, -JOINT_DELTA, JOINT_DELTA), unit="rad",
-               encoding="delta", derived=True, description=f"{src}[:, :7] x +-0.1 rad ({SCALE_NOTE}); added to "
+        ep.add("action.joint_delta_pos", clip_and_scale(arm, -JOINT_DELTA, JOINT_DELTA), derived=True,
+               description=f"{src}[:, :7] x +-0.1 rad ({SCALE_NOTE}); added to "
                + ("the previous joint target" if "target" in mode else "the current qpos"))
     elif kind == "joint_vel":
         ep.add("action.joint_vel", clip_and_scale(arm, -JOINT_VEL, JOINT_VEL), derived=True,

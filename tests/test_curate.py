@@ -186,3 +186,18 @@ def test_view_with_bad_ranges_is_refused(tmp_path):
     (tmp_path / "v.yaml").write_text("datasets:\n  - path: x\n    keep_steps: {a: [[5, 2]]}\n")
     with pytest.raises(ConfigError, match="keep_steps"):
         load_manifest(str(tmp_path / "v.yaml"))
+
+
+def test_delta_joint_commands_are_checked_against_the_joints_they_move():
+    """action.joint_delta_pos (ManiSkill's pd_joint_delta_pos) is integrated against state.joint_pos."""
+    from wamdata.schema import feature_for
+    from wamdata.signals import consistency_signal
+
+    delta = 0.01 + np.random.default_rng(3).normal(0, 0.002, size=(40, 7))   # the arm sweeps one way
+    joints = np.vstack([np.zeros((1, 7)), np.cumsum(delta, axis=0)])[:40]   # state t+1 = state t + action t
+    feats = {"action.joint_delta_pos": feature_for("action.joint_delta_pos", delta),
+             "state.joint_pos": feature_for("state.joint_pos", joints)}
+    assert feats["action.joint_delta_pos"].encoding == "delta"
+    assert consistency_signal({"action.joint_delta_pos": delta, "state.joint_pos": joints}, feats) < 1e-9
+    off = consistency_signal({"action.joint_delta_pos": delta * 2, "state.joint_pos": joints}, feats)
+    assert off > 0.9   # commanded twice the path the joints took: drift ~ the whole path

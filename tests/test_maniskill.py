@@ -113,9 +113,9 @@ def test_every_column_the_alignment_and_length_from_actions(tmp_path, flavour):
     elif flavour == "none_nested":   # the robot comes from env_states/articulations/panda
         assert ep.embodiment == "panda" and ep.action_space == "joint_delta" and ep.cameras == {}
         a = src["actions"]
-        np.testing.assert_array_equal(ep.steps["extra.action_joint_delta_pos"], _scale(a[:, :7], -0.1, 0.1))
-        f = ep.features["extra.action_joint_delta_pos"]
-        assert (f.unit, f.encoding, f.derived) == ("rad", "delta", True)
+        np.testing.assert_array_equal(ep.steps["action.joint_delta_pos"], _scale(a[:, :7], -0.1, 0.1))
+        f = ep.features["action.joint_delta_pos"]
+        assert (f.unit, f.encoding, f.derived) == ("rad", "delta", True) and "current qpos" in f.description
         closure = np.clip(1 - _scale(a[:, 7], -0.01, 0.04) / 0.04, 0, 1)
         np.testing.assert_array_equal(ep.steps["action.gripper"][:, 0], closure)
     else:

@@ -56,6 +56,7 @@ CANONICAL: dict[str, CanonicalSpec] = {
     "action.joint_pos": _spec(None, "rad", None, "absolute", "commanded joint positions"),
     "state.joint_vel": _spec(None, "rad/s", None, "absolute", "joint velocities"),
     "action.joint_vel": _spec(None, "rad/s", None, "absolute", "commanded joint velocities"),
+    "action.joint_delta_pos": _spec(None, "rad", None, "delta", "joint position change per step"),
     "state.hand_keypoints": _spec((2, 21, 3), "m", "camera", "absolute", "hand joints, left then right"),
     "state.wrist_pose": _spec((2, 7), "m+quat_xyzw", "camera", "absolute", "wrist xyz + quaternion, left then right"),
     "action.ego_motion": _spec((6,), "m+rad_axis_angle", "camera", "delta", "camera motion between steps"),

@@ -219,7 +219,8 @@ def gripper_signals(arrays: dict[str, np.ndarray], timestamps: np.ndarray) -> di
 
 # action feature -> the state feature it commands, and how (its declared encoding decides at run time)
 _COMMANDS = {"action.eef_pos": "state.eef_pos", "action.eef_delta_pos": "state.eef_pos",
-             "action.joint_pos": "state.joint_pos", "action.joint_vel": "state.joint_vel"}
+             "action.joint_pos": "state.joint_pos", "action.joint_delta_pos": "state.joint_pos",
+             "action.joint_vel": "state.joint_vel"}
 
 
 def consistency_signal(arrays: dict[str, np.ndarray], features: dict) -> float | None:
