@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 
-import numpy as np
-
 from wamdata.errors import SourceError
 from wamdata.schema import Episode
 from wamdata.sources import json_value

@@ -231,17 +231,18 @@ def finish_signals(dataset_path: str, settings: SignalSettings | None = None) ->
     return table
 
 
-def load_signals(dataset_path: str) -> pa.Table:
-    """The signals table; a FormatError saying what to run when there is none or it is out of date."""
+def load_signals(dataset_path: str, ds=None) -> pa.Table:
+    """The signals table; a FormatError saying what to run when there is none or it is out of date.
+    ``ds``: the dataset already opened by the caller."""
     import wamdata
 
     fs, root = _fs(dataset_path)
     path = layout.join(root, SIGNALS_FILE)
     if not fs.exists(path):
-        raise FormatError(f"{path}: no quality signals; compute them with `wamdata curate {dataset_path} --signals`")
+        raise FormatError(f"{path}: no signals computed; run `wamdata curate {dataset_path} --signals`")
     info_path = layout.join(root, SIGNALS_INFO)
     computed = json.loads(fs.cat_file(info_path)).get("shards") if fs.exists(info_path) else None
-    shards = list(wamdata.open_dataset(dataset_path).shards)
+    shards = list((ds or wamdata.open_dataset(dataset_path)).shards)
     if computed is not None and computed != shards:
         gone, new = len(set(computed) - set(shards)), len(set(shards) - set(computed))
         raise FormatError(f"{path}: quality signals are out of date: {gone} shard(s) gone and {new} new since they "
@@ -285,30 +286,32 @@ class CuratedView:
         return out
 
 
-def joined_index(dataset_path: str, need_signals: bool) -> pa.Table:
-    """The index with the scalar signal columns joined by episode_id (null where an episode has none)."""
+def joined_index(dataset_path: str, need_signals: bool) -> tuple[pa.Table, str | None]:
+    """The index with the scalar signal columns joined by episode_id (null where an episode has none),
+    and why there are none (no table, or one out of date) when that is allowed."""
     import wamdata
 
-    index = wamdata.open_dataset(dataset_path).episodes
+    ds = wamdata.open_dataset(dataset_path)
+    index = ds.episodes
     try:
-        sig = load_signals(dataset_path)
-    except FormatError:
+        sig = load_signals(dataset_path, ds)
+    except FormatError as why:
         if need_signals:
             raise
-        return index
+        return index, str(why)
     at = pc.index_in(index["episode_id"], sig["episode_id"])
     for name in sig.column_names:
         if name == "episode_id" or name in index.column_names:
             continue
         index = index.append_column(name, sig[name].take(at))
-    return index
+    return index, None
 
 
 def curate_view(dataset_path: str, filters: Sequence[str] = (), drop_idle: bool = False) -> CuratedView:
     """Apply ``filters`` (all must hold; a missing value fails a comparison) and optionally cut idle
     segments out; an episode that is idle throughout is dropped."""
     exprs = [(f, compile_filter(f)) for f in filters]
-    index = joined_index(dataset_path, need_signals=drop_idle)
+    index, no_signals = joined_index(dataset_path, need_signals=drop_idle)
     ids = index["episode_id"].to_pylist()
     scalar = index.select([c for c in index.column_names if c not in _LIST_COLUMNS])
     mask = np.ones(index.num_rows, bool)
@@ -316,12 +319,7 @@ def curate_view(dataset_path: str, filters: Sequence[str] = (), drop_idle: bool 
         try:
             chosen = set(scalar.filter(expr)["episode_id"].to_pylist())
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, KeyError) as e:
-            hint = ""
-            if "blur" not in index.column_names:   # why the signal columns are not there
-                try:
-                    load_signals(dataset_path)
-                except FormatError as why:
-                    hint = f"; no signal columns: {why}"
+            hint = f"; no signal columns: {no_signals}" if no_signals else ""
             raise ConfigError(f"filter {text!r} failed on {dataset_path} (columns: "
                               f"{', '.join(scalar.column_names)}){hint}: {str(e).splitlines()[0]}") from e
         mask &= np.array([e in chosen for e in ids], bool)

@@ -6,7 +6,6 @@ depends on what is loaded first. The functions here load such a library in the w
 
 from __future__ import annotations
 
-
 import os
 import sys
 

@@ -229,14 +229,11 @@ def _signals(part: Part, ds, ids: Sequence[str]) -> dict:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from wamdata.curate import COLUMNS, SIGNALS_FILE, load_signals
-    from wamdata.format import layout
+    from wamdata.curate import COLUMNS, load_signals
 
-    if not ds.fs.exists(layout.join(ds.root, SIGNALS_FILE)):
-        return {"missing": f"no signals computed; run `wamdata curate {part.dataset} --signals`", "plots": []}
     try:
-        table = load_signals(part.dataset)
-    except FormatError as e:   # out of date: the report says so instead of plotting stale values
+        table = load_signals(part.dataset, ds)
+    except FormatError as e:   # none computed, or out of date: the report says which, never plots stale values
         return {"missing": str(e), "plots": []}
     table = table.filter(pc.is_in(table["episode_id"], pa.array(list(ids), pa.string())))
     plots, empty = [], []

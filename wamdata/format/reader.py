@@ -157,7 +157,6 @@ def split_sample(data: bytes, where: str) -> list[tuple[str, bytes]]:
     return out
 
 
-
 class Dataset:
     """A wamdata dataset opened for reading."""
 

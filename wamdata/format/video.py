@@ -240,13 +240,13 @@ class DecordDecoder:
     name = "decord"
 
     def __init__(self, threads: int = 1):
+        from wamdata.native_libs import load_datasketches
+
+        load_datasketches()   # before decord's global symbols can shadow libstdc++'s (see there)
         self.threads = threads
         self._fallback = PyAVDecoder(threads)
 
     def decode(self, source, start: int = 0, stop: int | None = None) -> np.ndarray:
-        from wamdata.native_libs import load_datasketches
-
-        load_datasketches()   # before decord's global symbols can shadow libstdc++'s (see there)
         import decord
 
         src = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
