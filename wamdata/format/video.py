@@ -87,7 +87,10 @@ def encode_video(
                 else:
                     stream.options = {"crf": str(q), "preset": "10"}
             frame = resize_frame(np.ascontiguousarray(frame), wh)
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            # converted to yuv420p here, not by the encoder: PyAV 18's conversion inside encode() gave one
+            # of two different frames from run to run (about 1 in 3 encodes in a tight loop), so shards
+            # were not reproducible; an explicit reformat gives the same bytes every time
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format="yuv420p")
             vf.pts = n
             out.mux(stream.encode(vf))
             n += 1
